@@ -1,0 +1,60 @@
+"""Train and eval preprocessing for the published augmentation groups.
+
+Group "a": RandomResizedCrop + flip + RandAugment + ImageNet normalisation; "b": crop + flip;
+"c": crop only. The recipe says what each group holds (`recipe.groups`), the transform says
+which group it uses (`Transform.augment_group`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _group(recipe: Mapping[str, Any], group: str) -> Mapping[str, Any]:
+    groups = recipe["groups"]
+    if group not in groups:
+        raise KeyError(f"recipe has no augmentation group {group!r}; it defines {sorted(groups)}")
+    return groups[group]
+
+
+def _tail(spec: Mapping[str, Any]) -> list[Callable]:
+    steps: list[Callable] = [T.ToTensor()]
+    if spec.get("normalize", False):
+        steps.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return steps
+
+
+def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
+    spec = _group(recipe, group)
+    size = int(recipe["image_size"])
+    steps: list[Callable] = [
+        T.RandomResizedCrop(size, scale=tuple(recipe["crop_scale"]), ratio=tuple(recipe["crop_ratio"]),
+                            interpolation=InterpolationMode.BICUBIC)
+    ]
+    if spec.get("hflip", False):
+        steps.append(T.RandomHorizontalFlip())
+    if spec.get("randaugment"):
+        from timm.data.auto_augment import rand_augment_transform
+
+        hparams = {"translate_const": int(size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
+                   "interpolation": Image.BICUBIC}
+        steps.append(rand_augment_transform(str(spec["randaugment"]), hparams))
+    return T.Compose(steps + _tail(spec))
+
+
+def eval_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side to `eval_resize` (bicubic), centre-crop `image_size` (paper: 256 -> 224)."""
+    spec = _group(recipe, group)
+    size = int(recipe["image_size"])
+    resize = int(recipe.get("eval_resize") or size)
+    steps = [T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size)]
+    return T.Compose(steps + _tail(spec))

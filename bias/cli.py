@@ -1,0 +1,31 @@
+"""Shared pieces of the command-line entry points in `scripts/`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bias.data import DataConfigError, duplicate_keys_in_overrides
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+USER_ERRORS = (DataConfigError, FileNotFoundError, KeyError, ValueError, TypeError)
+
+
+def reject_duplicate_dataset_names(argv: Sequence[str]) -> None:
+    dupes = duplicate_keys_in_overrides(argv)
+    if dupes:
+        sys.exit(f"error: duplicate dataset names {dupes} in data.paths: every dataset needs its own name")
+
+
+@contextlib.contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """Configuration mistakes end with one readable line (BIAS_TRACEBACK=1 shows the traceback)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        if os.environ.get("BIAS_TRACEBACK"):
+            raise
+        sys.exit(f"error: {err}")

@@ -1,0 +1,280 @@
+"""The experiment runner: config in, trained classifier and `results.json` out.
+
+`run_classification(cfg)` is everything `scripts/classify.py` does. Under `accelerate launch`
+it runs once per process; every process derives the same run directory from the config, and
+only the main process writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bias.augment import eval_augment, train_augment
+from bias.data import DataConfigError, Split, check_folders, duplicate_report, index_datasets, make_split, parse_dataset_paths
+from bias.pipeline import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
+from bias.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize, write_json
+from classifiers.models import check_model_name, create_classifier
+from transforms.base import Transform
+from transforms.cache import precompute
+from transforms.registry import create_transform, get_transform_class
+
+RUNTIME_KEYS = ("out", "seed", "seeds", "cache_dir", "num_workers", "print_config")
+
+
+class RunConfigError(ValueError):
+    """The run directory holds a different experiment; the message says how to proceed."""
+
+
+def experiment_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config that determines results (not where files go or how many workers)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in RUNTIME_KEYS:
+        plain.pop(key, None)
+    plain.get("recipe", {}).pop("num_workers", None)
+    plain.get("data", {}).pop("expected", None)
+    return plain
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return hashlib.sha1(json.dumps(experiment_config(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir_for(cfg: DictConfig, seed: int) -> Path:
+    """`out` if given, else runs/<data>/<transform>/<recipe>-<config hash>/seed<seed> (no timestamps)."""
+    if cfg.get("out"):
+        base = Path(cfg.out)
+        return base / f"seed{seed}" if cfg.get("seeds") else base
+    return Path("runs") / str(cfg.data.name) / str(cfg.transform.name) / f"{cfg.recipe.name}-{config_hash(cfg)}" / f"seed{seed}"
+
+
+def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
+    params = {k: v for k, v in dict(tcfg).items() if k != "name"}
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+    return create_transform(str(tcfg["name"]), **params)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no heavy work, so mistakes fail in seconds."""
+    get_transform_class(str(cfg.transform.name))
+    transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
+    check_model_name(str(cfg.model.name))
+    kind = str(cfg.data.get("kind", "folders"))
+    if kind not in DATA_SOURCES:
+        raise DataConfigError(f"unknown data kind {kind!r}; available: {sorted(DATA_SOURCES)}")
+    if kind == "folders":
+        check_folders(parse_dataset_paths(OmegaConf.to_container(cfg.data, resolve=True).get("paths")))
+    for key in ("image_size", "batch_size", "effective_batch", "epochs", "lr"):
+        if key not in cfg.recipe:
+            raise KeyError(f"recipe {cfg.recipe.get('name')!r} lacks recipe.{key}")
+
+
+def _folders_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
+    return check_folders(parse_dataset_paths(data.get("paths")))
+
+
+def _planted_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
+    from bias.planted import ensure_planted
+
+    return ensure_planted(data["generator"], cache_dir)
+
+
+DATA_SOURCES = {"folders": _folders_source, "planted": _planted_source}
+
+
+def resolve_datasets(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
+    return DATA_SOURCES[str(data.get("kind", "folders"))](data, cache_dir)
+
+
+def prepare_split(cfg: DictConfig, accelerator) -> tuple[Split, list[dict[str, str]], dict[str, Any]]:
+    """Folders -> checked indexes -> seeded split; the main process builds, the others reuse."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    cache_dir = Path(cfg.cache_dir)
+    with accelerator.main_process_first():
+        folders = resolve_datasets(data, cache_dir)
+        indexes = index_datasets(folders, cache_dir, cfg.get("num_workers"))
+    skipped = [row for index in indexes.values() for row in index.broken()]
+    per_dataset = data.get("per_dataset")
+    split = make_split(indexes, None if per_dataset is None else int(per_dataset), int(data["val_per_dataset"]),
+                       int(data.get("split_seed", 0)))
+    dupes = duplicate_report(split)
+    positions = dupes.pop("_train_positions_in_val")
+    if data.get("exclude_train_val_duplicates") and len(positions):
+        split = split.without_train(positions)
+        dupes["excluded_from_train"] = int(len(positions))
+    return split, skipped, dupes
+
+
+def run_classification(cfg: DictConfig) -> dict[str, Any]:
+    """Run one seed (`seed`) or several (`seeds=[...]`, then also writes `aggregate.json`)."""
+    validate(cfg)
+    seeds = list(cfg.seeds) if cfg.get("seeds") else [int(cfg.seed)]
+    runs = [run_one(cfg, int(s)) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = aggregate_seeds(runs)
+    base = run_dir_for(cfg, seeds[0]).parent
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_json(agg, base / "aggregate.json")
+        print(f"{len(seeds)} seeds: accuracy {100 * agg['accuracy_mean']:.1f} +- {100 * agg['accuracy_std']:.1f}% "
+              f"(chance {100 * agg['chance']:.1f}%) -> {base / 'aggregate.json'}")
+    return agg
+
+
+def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
+    from accelerate import Accelerator, PartialState
+
+    run_dir = run_dir_for(cfg, seed)
+    state = PartialState()
+    recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
+    recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
+    expected = experiment_config(cfg)
+    saved = run_dir / "experiment.json"
+    if saved.exists() and json.loads(saved.read_text()) != expected:
+        raise RunConfigError(
+            f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
+        )
+    results_file = run_dir / "results.json"
+    if results_file.exists():
+        results = json.loads(results_file.read_text())
+        if state.is_main_process:
+            print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
+        return results
+
+    start = time.time()
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(run_dir),
+                              mixed_precision=str(recipe.get("precision", "no")))
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(expected, saved)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    accelerator.wait_for_everyone()
+
+    split, skipped, dupes = prepare_split(cfg, accelerator)
+    transform = transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
+    transform.setup(seed=seed, image_size=int(recipe["image_size"]),
+                    run_dir=run_dir if accelerator.is_main_process else None)
+    resize = cfg.data.get("resize_shorter")
+    train_read, val_read = split.train_paths, split.val_paths
+    if transform.kind == "precomputed":
+        report = precompute(transform, np.concatenate([split.train_paths, split.val_paths]),
+                            np.concatenate([split.train_sha1, split.val_sha1]), cfg.cache_dir, resize,
+                            accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone,
+                            accelerator.is_local_main_process)
+        skipped += report.failed
+        train_read = np.array([str(report.read_path(h)) for h in split.train_sha1], dtype=object)
+        val_read = np.array([str(report.read_path(h)) for h in split.val_sha1], dtype=object)
+        resize = None  # the cache is stored at the resized size already
+
+    group = transform.augment_group
+    size = int(recipe["image_size"])
+    train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
+                             SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths)
+    val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
+                           SEED_SALT_VAL, size, resize, report_paths=split.val_paths)
+
+    torch.manual_seed(seed)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
+                              model_cfg.get("kwargs"))
+    if accelerator.is_main_process:
+        pq.write_table(split.manifest(), run_dir / "manifest.parquet")
+        accelerator.init_trackers("tensorboard")
+
+    from classifiers.trainer import train_classifier
+
+    outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes)
+    ev = outcome.evaluation
+    results = summarize(ev.label, ev.pred, split.names, seed)
+    load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
+    skipped = skipped + load_failures
+    results.update(
+        transform=transform.name,
+        transform_params=transform.params(),
+        family=transform.family,
+        model=model_cfg["name"],
+        recipe=recipe.get("name"),
+        seed=seed,
+        split_seed=int(cfg.data.get("split_seed", 0)),
+        n_train=int(len(split.train_paths) - len({f["path"] for f in outcome.failed_train})),
+        n_val=int(len(ev.label)),
+        n_skipped=len(skipped),
+        skipped=skipped,
+        duplicates=dupes,
+        history=outcome.history,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        optimizer_steps=outcome.steps,
+        processes=accelerator.num_processes,
+        wall_time_s=round(time.time() - start, 2),
+        train_time_s=round(outcome.wall_time_s, 2),
+        run_dir=str(run_dir),
+    )
+    if accelerator.is_main_process:
+        names = np.array(split.names)
+        pacsv.write_csv(
+            _predictions_table(split, ev, names), run_dir / "predictions.csv"
+        )
+        plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
+                       f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
+        plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
+        write_json(results, results_file)
+        print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
+        print(f"  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+        if skipped:
+            print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
+        if dupes["train_val"] or dupes["across_datasets"]:
+            print(f"  exact duplicates: {dupes['train_val']} val images also in train, "
+                  f"{dupes['across_datasets']} contents in more than one dataset")
+        print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
+    accelerator.end_training()
+    return results
+
+
+def _predictions_table(split: Split, ev, names: np.ndarray):
+    import pyarrow as pa
+
+    cols = {"path": split.val_paths[ev.index].astype(str), "dataset": names[ev.label], "predicted": names[ev.pred]}
+    for j, name in enumerate(names):
+        cols[f"p_{name}"] = ev.probs[:, j]
+    return pa.table(cols)
+
+
+def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
+    """`scripts/transform.py`: fill the cache of a precomputed transform for the configured data."""
+    from accelerate import PartialState
+
+    validate(cfg)
+    state = PartialState()
+    transform = transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
+    if transform.kind != "precomputed":
+        raise ValueError(f"transform {transform.name!r} runs online inside the data pipeline; nothing to precompute")
+    if cfg.get("all_files"):
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        with state.main_process_first():
+            indexes = index_datasets(resolve_datasets(data, Path(cfg.cache_dir)), Path(cfg.cache_dir), cfg.get("num_workers"))
+        paths = np.concatenate([ix.paths[ix.ok] for ix in indexes.values()])
+        sha1s = np.concatenate([ix.sha1[ix.ok] for ix in indexes.values()])
+    else:
+        split, _, _ = prepare_split(cfg, state)
+        paths = np.concatenate([split.train_paths, split.val_paths])
+        sha1s = np.concatenate([split.train_sha1, split.val_sha1])
+    report = precompute(transform, paths, sha1s, cfg.cache_dir, cfg.data.get("resize_shorter"), state.process_index,
+                        state.num_processes, state.wait_for_everyone, state.is_local_main_process)
+    summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,
+               "failed": len(report.failed)}
+    if state.is_main_process:
+        print(f"{transform.name}: {report.computed} computed, {report.reused} reused, {len(report.failed)} failed "
+              f"-> {report.folder} (manifest.json lists failures)")
+    return summary

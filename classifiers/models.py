@@ -1,0 +1,34 @@
+"""Classifiers by name, through timm: `create_classifier("convnext_tiny", num_classes=3)`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import timm
+import torch
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_model_name(name: str) -> None:
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:15]
+        raise UnknownModelError(
+            f"unknown model {name!r}; timm has e.g. {', '.join(close) or 'convnext_tiny, resnet50'} "
+            "(see timm.list_models())"
+        )
+
+
+def create_classifier(name: str, num_classes: int, pretrained: bool = False,
+                      kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """A timm model with a fresh `num_classes` head; `kwargs` override the architecture (depths, dims, ...)."""
+    check_model_name(name)
+    extra = dict(kwargs or {})
+    for key, value in list(extra.items()):
+        if isinstance(value, list):
+            extra[key] = tuple(value)
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)

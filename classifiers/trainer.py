@@ -1,0 +1,225 @@
+"""One accelerate training loop for every recipe: 1 CPU process, 1 GPU, many GPUs or nodes.
+
+* exact evaluation: every val image is counted once (`gather_for_metrics` drops the padding
+  that even batches add, and predictions are keyed by sample index);
+* a checkpoint after every epoch, written atomically by the main process; rerunning resumes
+  from it and ends with the same metrics as an uninterrupted run (all randomness is seeded
+  per epoch, step and sample);
+* files that fail to load are never replaced: they are left out of the loss and metrics and
+  reported with their reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from bias.pipeline import EpochSampler, collate
+from classifiers.mixup import MixupCutmix
+from classifiers.optim import build_optimizer, build_scheduler
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Evaluation:
+    """Per-sample predictions on the val set, one row per val index, in index order."""
+
+    index: np.ndarray
+    label: np.ndarray
+    pred: np.ndarray
+    probs: np.ndarray
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.pred == self.label).mean()) if len(self.label) else float("nan")
+
+
+@dataclass
+class TrainOutcome:
+    evaluation: Evaluation
+    history: list[dict[str, float]]
+    failed_train: list[dict[str, str]]
+    resumed_from_epoch: int
+    steps: int
+    wall_time_s: float
+
+
+def accumulation_steps(effective_batch: int, batch_size: int, num_processes: int) -> int:
+    per_step = batch_size * num_processes
+    if effective_batch % per_step:
+        raise ValueError(
+            f"effective batch {effective_batch} is not a multiple of batch_size {batch_size} x {num_processes} "
+            "processes; change recipe.batch_size or recipe.effective_batch"
+        )
+    return effective_batch // per_step
+
+
+def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, num_workers: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed, shuffle),
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=False,
+    )
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "eval") -> Evaluation:
+    """Predictions for every val sample exactly once, on every process."""
+    model.eval()
+    rows: dict[str, list[torch.Tensor]] = {"index": [], "label": [], "pred": [], "probs": [], "ok": []}
+    failed: list[dict[str, str]] = []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        probs = model(batch["image"]).float().softmax(-1)
+        gathered = accelerator.gather_for_metrics(
+            {"index": batch["index"], "label": batch["label"], "pred": probs.argmax(-1), "probs": probs,
+             "ok": batch["ok"]}
+        )
+        for k in rows:
+            rows[k].append(gathered[k].cpu())
+        failed += batch["failed"]
+    model.train()
+    cat = {k: torch.cat(v).numpy() for k, v in rows.items()}
+    failed = [f for part in gather_object([failed]) for f in part] if accelerator.num_processes > 1 else failed
+    _, first = np.unique(cat["index"], return_index=True)  # defensive: one row per val sample
+    keep = first[cat["ok"][first]]
+    keep = keep[np.argsort(cat["index"][keep])]
+    return Evaluation(cat["index"][keep], cat["label"][keep], cat["pred"][keep], cat["probs"][keep],
+                      _unique_failures(failed))
+
+
+def _unique_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for f in failed:
+        seen.setdefault(f["path"], f)
+    return [seen[p] for p in sorted(seen)]
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    recipe: Mapping[str, Any],
+    accelerator: Accelerator,
+    run_dir: Path,
+    seed: int,
+    num_classes: int,
+) -> TrainOutcome:
+    """Train `model` with `recipe`, checkpointing every epoch, and evaluate it on `val_set`."""
+    start = time.time()
+    ckpt_path = run_dir / "checkpoints" / CHECKPOINT
+    batch_size = int(recipe["batch_size"])
+    accum = accumulation_steps(int(recipe["effective_batch"]), batch_size, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = accum
+    workers = int(recipe.get("num_workers", 0))
+    train_loader = make_loader(train_set, batch_size, seed, True, workers)
+    val_loader = make_loader(val_set, int(recipe.get("eval_batch_size") or batch_size), seed, False, workers)
+
+    epochs = int(recipe["epochs"])
+    lr = float(recipe["lr"])
+    optimizer = build_optimizer(model, lr, float(recipe["weight_decay"]), recipe.get("betas", (0.9, 0.95)),
+                                float(recipe.get("eps", 1e-8)))
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / accum)
+    total = steps_per_epoch * epochs
+    scheduler = build_scheduler(optimizer, total, int(float(recipe["warmup_epochs"]) * steps_per_epoch), lr,
+                                float(recipe["min_lr"]))
+    mix = MixupCutmix(num_classes, label_smoothing=float(recipe.get("label_smoothing", 0.0)),
+                      **dict(recipe.get("mixup") or {}))
+
+    history: list[dict[str, float]] = []
+    first_epoch, step = 0, 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_epoch, step, history = int(state["epoch"]) + 1, int(state["step"]), list(state["history"])
+        accelerator.print(f"resuming from {ckpt_path} after epoch {first_epoch}")
+    failed_train: list[dict[str, str]] = []
+    eval_every = int(recipe.get("eval_every") or 0)
+    evaluation: Evaluation | None = None
+    fault_after = int(os.environ.get("BIAS_FAULT_AFTER_EPOCH", "-1"))  # tests: die like a killed job
+
+    model.train()
+    for epoch in range(first_epoch, epochs):
+        train_loader.set_epoch(epoch)
+        sums = torch.zeros(3, device=accelerator.device)  # loss*n, correct, n
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not accelerator.is_local_main_process)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                ok = batch["ok"]
+                failed_train += batch["failed"]
+                x, y = batch["image"][ok], batch["label"][ok]
+                rng = np.random.default_rng([seed, 7, step, accelerator.process_index])
+                x_mixed, targets = mix(x, y, rng)
+                if len(x_mixed) == 0:  # keep ranks in step even when every file of a batch failed
+                    loss = model(batch["image"][:1]).sum() * 0.0
+                else:
+                    logits = model(x_mixed)
+                    loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+                    sums += torch.stack([loss.detach() * len(y), (logits.argmax(-1) == y).sum().float(),
+                                         torch.tensor(float(len(y)), device=sums.device)])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and recipe.get("clip_grad"):
+                    accelerator.clip_grad_norm_(model.parameters(), float(recipe["clip_grad"]))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                    step += 1
+                    if accelerator.is_main_process and step % 10 == 0:
+                        accelerator.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=step)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        sums = accelerator.reduce(sums, reduction="sum")
+        record = {"epoch": epoch + 1, "step": step, "train_loss": (sums[0] / sums[2].clamp(min=1)).item(),
+                  "train_acc": (sums[1] / sums[2].clamp(min=1)).item(), "lr": scheduler.get_last_lr()[0]}
+        last = epoch == epochs - 1
+        if last or (eval_every and (epoch + 1) % eval_every == 0):
+            evaluation = evaluate(model, val_loader, accelerator, desc=f"eval {epoch + 1}/{epochs}")
+            record["val_acc"] = evaluation.accuracy
+        history.append(record)
+        accelerator.log({k: v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
+        accelerator.print(
+            f"epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, train acc {100 * record['train_acc']:.1f}%"
+            + (f", val acc {100 * record['val_acc']:.1f}%" if "val_acc" in record else "")
+        )
+        if accelerator.is_main_process:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "history": history},
+                         ckpt_path)
+        accelerator.wait_for_everyone()
+        if epoch == fault_after:
+            os._exit(137)
+    if evaluation is None:  # resumed after the last epoch finished but before results were written
+        evaluation = evaluate(model, val_loader, accelerator)
+    if accelerator.num_processes > 1:
+        failed_train = [f for part in gather_object([failed_train]) for f in part]
+    return TrainOutcome(evaluation, history, _unique_failures(failed_train), first_epoch, step, time.time() - start)

@@ -1,0 +1,1 @@
+"""Turning images and captions into words (object statistics, topics, reports). Filled by its own issue."""

@@ -1,0 +1,1 @@
+"""Do generative models of network weights memorise their training checkpoints? Filled by its own issue."""

@@ -1,0 +1,79 @@
+"""The trainer's pieces: weight-decay groups, schedule, accumulation, mixup, per-item seeding."""
+
+import numpy as np
+import pytest
+import torch
+
+from bias.pipeline import EpochSampler, item_seed
+from classifiers.mixup import MixupCutmix, smooth_one_hot
+from classifiers.models import UnknownModelError, check_model_name, create_classifier
+from classifiers.optim import build_optimizer, warmup_cosine_factor
+from classifiers.trainer import accumulation_steps
+
+
+def test_no_weight_decay_on_one_dimensional_parameters():
+    model = create_classifier("convnext_atto", 3, kwargs={"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]})
+    opt = build_optimizer(model, 1e-3, 0.3)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim >= 2), name
+    assert opt.param_groups[0]["weight_decay"] == 0.3 and opt.param_groups[1]["weight_decay"] == 0.0
+    # layer scale is 1-D and starts at the published 1e-6
+    gammas = [p for n, p in model.named_parameters() if n.endswith("gamma")]
+    assert gammas and all(torch.allclose(g, torch.full_like(g, 1e-6)) for g in gammas)
+
+
+def test_paper_convnext_tiny_has_published_shape():
+    model = create_classifier("convnext_tiny", 3)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(27.8e6, rel=0.01)
+    assert model.head.fc.out_features == 3
+    assert [len(s.blocks) for s in model.stages] == [3, 3, 9, 3]
+
+
+def test_unknown_model_lists_alternatives():
+    with pytest.raises(UnknownModelError, match="convnext"):
+        check_model_name("convnext_nonexistent")
+
+
+def test_warmup_then_cosine_to_min_lr():
+    f = lambda s: warmup_cosine_factor(s, total_steps=100, warmup_steps=10, base_lr=1e-3, min_lr=1e-6)  # noqa: E731
+    assert f(0) == 0 and f(5) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx((1e-6 + 0.5 * (1e-3 - 1e-6)) / 1e-3)
+    assert f(100) * 1e-3 == pytest.approx(1e-6)
+
+
+def test_accumulation_matches_published_effective_batch():
+    assert accumulation_steps(4096, 128, 8) == 4
+    with pytest.raises(ValueError, match="not a multiple"):
+        accumulation_steps(4096, 100, 8)
+
+
+def test_mixup_targets_are_distributions_and_off_means_label_smoothing_only():
+    x = torch.randn(7, 3, 16, 16)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    mix = MixupCutmix(3, 0.8, 1.0, 1.0, 0.5, 0.1)
+    out, t = mix(x, y, np.random.default_rng(0))
+    assert out.shape == x.shape and torch.allclose(t.sum(1), torch.ones(7))
+    off = MixupCutmix(3, 0.0, 0.0, 0.0, 0.5, 0.1)
+    out2, t2 = off(x, y, np.random.default_rng(0))
+    assert torch.equal(out2, x) and torch.allclose(t2, smooth_one_hot(y, 3, 0.1))
+    assert torch.allclose(t2[0], torch.tensor([0.1 / 3 + 0.9, 0.1 / 3, 0.1 / 3]))
+    # cutmix only: each output pixel comes from the sample or its partner, and lambda is the kept area
+    cut = MixupCutmix(3, 0.0, 1.0, 1.0, 0.5, 0.0)
+    xc = torch.arange(7.0)[:, None, None, None].expand(7, 1, 16, 16).contiguous()
+    outc, tc = cut(xc, y, np.random.default_rng(1))
+    for i in range(7):
+        own = (outc[i] == i).float().mean()
+        assert tc[i, y[i]] >= own - 1e-6 or y[i] == y[6 - i]
+
+
+def test_epoch_sampler_and_item_seeds_are_deterministic():
+    s = EpochSampler(10, seed=1, shuffle=True)
+    s.set_epoch(3)
+    a = list(s)
+    s.set_epoch(3)
+    assert list(s) == a and all(e == 3 for _, e in a)
+    s.set_epoch(4)
+    assert [i for i, _ in s] != [i for i, _ in a]
+    assert item_seed(0, 1, 2, 3) == item_seed(0, 1, 2, 3) != item_seed(0, 1, 2, 4)
