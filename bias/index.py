@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from bias.images import check_image, file_sha1, is_image_path
+from bias.images import check_image_with_sha1, is_image_path
 
 INDEX_VERSION = 1
 
@@ -106,14 +106,8 @@ def list_image_files(root: Path) -> list[tuple[str, int, int]]:
 
 
 def _check_one(path: str) -> tuple[str, str]:
-    reason = check_image(path)
-    if reason is not None:
-        try:
-            digest = file_sha1(path) if os.path.isfile(path) else ""
-        except OSError:
-            digest = ""
-        return reason, digest
-    return "", file_sha1(path)
+    reason, digest = check_image_with_sha1(path)
+    return reason or "", digest
 
 
 def _index_file(cache_dir: Path, root: Path) -> Path:

@@ -99,8 +99,8 @@ def test_index_checks_each_file_once_and_reuses_the_stored_index(tmp_path, monke
     calls = []
     import bias.index
 
-    real = bias.index.check_image
-    monkeypatch.setattr(bias.index, "check_image", lambda p: calls.append(p) or real(p))
+    real = bias.index.check_image_with_sha1
+    monkeypatch.setattr(bias.index, "check_image_with_sha1", lambda p: calls.append(p) or real(p))
     again = build_index(folder, tmp_path / "cache", num_workers=1)
     assert calls == [] and np.array_equal(again.ok, index.ok)
     (folder / "new.png").write_bytes((folder / next(n for n, r in expected.items() if n.endswith(".png") and r is None)).read_bytes())
