@@ -142,6 +142,7 @@ def make_split(indexes: Mapping[str, FileIndex], per_dataset: int | None, val_pe
     for name, index in indexes.items():
         if index.n_ok == 0:
             raise DataConfigError(f"dataset {name!r} ({index.root}) has no usable images ({len(index)} files checked)")
+    for name, index in indexes.items():
         need = val_per_dataset + (per_dataset or 1)
         if index.n_ok < need:
             raise DataConfigError(
@@ -149,7 +150,7 @@ def make_split(indexes: Mapping[str, FileIndex], per_dataset: int | None, val_pe
                 f"data.per_dataset={per_dataset} need {need}: lower them or add images"
             )
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tp", "tl", "th", "vp", "vl", "vh")}
-    for label, (name, index) in enumerate(indexes.items()):
+    for label, index in enumerate(indexes.values()):
         usable = index.usable()
         order = usable[np.random.default_rng([seed, label]).permutation(len(usable))]
         val = np.sort(order[:val_per_dataset])

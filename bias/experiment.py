@@ -21,7 +21,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bias.augment import eval_augment, train_augment
-from bias.data import DataConfigError, Split, check_folders, duplicate_report, index_datasets, make_split, parse_dataset_paths
+from bias.data import (
+    DataConfigError,
+    Split,
+    check_folders,
+    duplicate_report,
+    index_datasets,
+    make_split,
+    parse_dataset_paths,
+)
+from bias.distributed import partial_state, use_cpu
 from bias.pipeline import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
 from bias.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize, write_json
 from classifiers.models import check_model_name, create_classifier
@@ -124,9 +133,7 @@ def run_classification(cfg: DictConfig) -> dict[str, Any]:
         return runs[0]
     agg = aggregate_seeds(runs)
     base = run_dir_for(cfg, seeds[0]).parent
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if partial_state().is_main_process:
         write_json(agg, base / "aggregate.json")
         print(f"{len(seeds)} seeds: accuracy {100 * agg['accuracy_mean']:.1f} +- {100 * agg['accuracy_std']:.1f}% "
               f"(chance {100 * agg['chance']:.1f}%) -> {base / 'aggregate.json'}")
@@ -134,10 +141,10 @@ def run_classification(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator
 
     run_dir = run_dir_for(cfg, seed)
-    state = PartialState()
+    state = partial_state()
     recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
     recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
     expected = experiment_config(cfg)
@@ -154,7 +161,7 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
         return results
 
     start = time.time()
-    accelerator = Accelerator(log_with="tensorboard", project_dir=str(run_dir),
+    accelerator = Accelerator(cpu=use_cpu(), log_with="tensorboard", project_dir=str(run_dir),
                               mixed_precision=str(recipe.get("precision", "no")))
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +238,7 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
         plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
         write_json(results, results_file)
         print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
-        print(f"  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+        print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
         if skipped:
             print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
         if dupes["train_val"] or dupes["across_datasets"]:
@@ -253,10 +260,8 @@ def _predictions_table(split: Split, ev, names: np.ndarray):
 
 def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
     """`scripts/transform.py`: fill the cache of a precomputed transform for the configured data."""
-    from accelerate import PartialState
-
     validate(cfg)
-    state = PartialState()
+    state = partial_state()
     transform = transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
     if transform.kind != "precomputed":
         raise ValueError(f"transform {transform.name!r} runs online inside the data pipeline; nothing to precompute")

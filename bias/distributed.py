@@ -1,0 +1,23 @@
+"""Process-group state shared by the runner and the precompute step."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def use_cpu() -> bool:
+    """CPU when asked (`ACCELERATE_USE_CPU=1`) or when there is no GPU.
+
+    accelerate's `PartialState` only looks for a CPU process group when told it runs on CPU, so
+    without this, `torchrun --nproc_per_node 2` on a CPU-only machine would start two
+    independent single-process runs that duplicate each other's work.
+    """
+    return os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+
+
+def partial_state():
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu())

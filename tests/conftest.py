@@ -1,0 +1,65 @@
+"""Shared test helpers: tiny folder datasets and running the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Overrides that make any run tiny: 32 px, a ConvNeXt of 8-64 channels, two epochs.
+TINY = [
+    "recipe.image_size=32",
+    "recipe.eval_resize=36",
+    "recipe.batch_size=16",
+    "recipe.eval_batch_size=16",
+    "recipe.effective_batch=16",
+    "recipe.epochs=2",
+    "recipe.eval_every=0",
+    "num_workers=0",
+    "model.kwargs.dims=[8,16,32,64]",
+]
+
+
+def write_colour_dataset(folder: Path, n: int, colour: tuple[int, int, int], seed: int, size: int = 40) -> None:
+    """Noisy images around one colour with a random square: easy to classify by colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.clip(np.array(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+        y, x = rng.integers(0, size - 12, 2)
+        img[y:y + 10, x:x + 10] = 255 - img[y:y + 10, x:x + 10]
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def two_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("folders")
+    write_colour_dataset(root / "reds", 40, (200, 60, 60), seed=1)
+    write_colour_dataset(root / "blues" / "nested", 40, (60, 60, 200), seed=2)
+    return {"reds": root / "reds", "blues": root / "blues"}
+
+
+def paths_override(folders: dict[str, Path]) -> str:
+    return "data.paths={" + ", ".join(f"{k}: {v}" for k, v in folders.items()) + "}"
+
+
+def run_cli(script: str, *overrides: str, env: dict[str, str] | None = None, launcher: list[str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    cmd = (launcher or [sys.executable]) + [str(ROOT / "scripts" / script), *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())

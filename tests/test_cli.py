@@ -1,0 +1,131 @@
+"""The command line end to end on tiny data: outputs, broken files, clear errors, resume."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT, TINY, paths_override, read_results, run_cli, write_colour_dataset
+from tests.image_factory import write_tricky_images
+
+
+@pytest.fixture(scope="module")
+def messy_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("messy")
+    write_colour_dataset(root / "reds", 36, (200, 60, 60), seed=1)
+    write_colour_dataset(root / "blues", 36, (60, 60, 200), seed=2)
+    expected = write_tricky_images(root / "blues" / "tricky")
+    return {"reds": root / "reds", "blues": root / "blues"}, expected
+
+
+def test_end_to_end_run_writes_results_and_accounts_for_every_broken_file(messy_folders, tmp_path):
+    folders, expected = messy_folders
+    out = tmp_path / "run"
+    proc = run_cli("classify.py", "data=folders", paths_override(folders), "data.per_dataset=24",
+                   "data.val_per_dataset=10", "transform=canny", f"out={out}", f"cache_dir={tmp_path / 'cache'}", *TINY,
+                   launcher=[str(ROOT / ".venv/bin/accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no"]
+                   if (ROOT / ".venv/bin/accelerate").exists() else None)
+    assert "vs chance" in proc.stdout and str(out / "results.json") in proc.stdout
+    r = read_results(out)
+    for key in ("accuracy", "ci95", "chance", "per_dataset", "confusion", "n_train", "n_val", "skipped", "seed"):
+        assert key in r, key
+    assert r["n_train"] == 48 and r["n_val"] == 20 and r["chance"] == 0.5
+    assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+    assert np.array(r["confusion"]).sum() == 20
+    broken = {name for name, reason in expected.items() if reason is not None}
+    skipped = {s["path"].split("/")[-1]: s["reason"] for s in r["skipped"]}
+    assert set(skipped) == broken and all(skipped.values())
+    manifest = pq.read_table(out / "manifest.parquet")
+    splits = manifest.column("split").to_pylist()
+    assert splits.count("train") == 48 and splits.count("val") == 20
+    assert not broken & {p.split("/")[-1] for p in manifest.column("path").to_pylist()}
+    for name in ("config.yaml", "confusion.png", "history.png", "predictions.csv", "checkpoints/checkpoint.pt"):
+        assert (out / name).exists(), name
+    # the canny cache is reused by a second run
+    again = run_cli("classify.py", "data=folders", paths_override(folders), "data.per_dataset=24",
+                    "data.val_per_dataset=10", "transform=canny", f"out={out}", f"cache_dir={tmp_path / 'cache'}", *TINY)
+    assert "reusing finished run" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["transform=nope"], "Could not find 'transform/nope'"),
+        (["data=folders", "data.paths={a: /does/not/exist, b: /tmp}"], "does not exist"),
+        (["data=folders", "data.paths={a: /tmp}"], "two or more datasets"),
+        (["data=folders", "data.paths={a: /tmp, b: /tmp, a: /usr}"], "duplicate dataset names"),
+        (["model.name=convnext_nonexistent"], "unknown model 'convnext_nonexistent'"),
+        (["recipe=nope"], "Could not find 'recipe/nope'"),
+        (["transform.radius=-1", "transform=lpf"], "radius"),
+    ],
+)
+def test_clear_errors_before_any_heavy_work(overrides, message, tmp_path):
+    proc = run_cli("classify.py", *overrides, f"out={tmp_path / 'x'}", f"cache_dir={tmp_path / 'c'}", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "c").exists()  # failed before generating or indexing anything
+
+
+def test_val_larger_than_data_and_empty_dataset(two_folders, tmp_path):
+    proc = run_cli("classify.py", "data=folders", paths_override(two_folders), "data.val_per_dataset=100",
+                   f"out={tmp_path / 'x'}", f"cache_dir={tmp_path / 'c'}", check=False)
+    assert proc.returncode != 0 and "usable images but data.val_per_dataset=100" in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"")
+    proc = run_cli("classify.py", "data=folders", paths_override({"a": two_folders["reds"], "b": empty}),
+                   f"out={tmp_path / 'y'}", f"cache_dir={tmp_path / 'c'}", check=False)
+    assert proc.returncode != 0 and "'b'" in proc.stderr and "no usable images" in proc.stderr
+
+
+def test_resume_after_a_kill_gives_the_same_metrics(two_folders, tmp_path):
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=24", "data.val_per_dataset=12",
+            "transform=pixel_shuffle", "transform.mode=fixed", f"cache_dir={tmp_path / 'c'}", *TINY,
+            "recipe.epochs=3", "recipe.eval_every=1"]
+    run_cli("classify.py", *args, f"out={tmp_path / 'straight'}")
+    killed = run_cli("classify.py", *args, f"out={tmp_path / 'resumed'}", env={"BIAS_FAULT_AFTER_EPOCH": "0"},
+                     check=False)
+    assert killed.returncode == 137 and not (tmp_path / "resumed" / "results.json").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint.pt").exists()
+    run_cli("classify.py", *args, f"out={tmp_path / 'resumed'}")
+    a, b = read_results(tmp_path / "straight"), read_results(tmp_path / "resumed")
+    assert b["resumed_from_epoch"] == 1 and a["resumed_from_epoch"] == 0
+    assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert (tmp_path / "resumed" / "predictions.csv").read_text() == (tmp_path / "straight" / "predictions.csv").read_text()
+    assert (tmp_path / "resumed" / "permutation_pixel_shuffle.npy").exists()
+
+
+def test_a_different_config_in_the_same_run_dir_is_refused(two_folders, tmp_path):
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=8", "data.val_per_dataset=4",
+            f"cache_dir={tmp_path / 'c'}", f"out={tmp_path / 'r'}", *TINY, "recipe.epochs=1"]
+    run_cli("classify.py", *args)
+    proc = run_cli("classify.py", *args, "recipe.lr=0.1", check=False)
+    assert proc.returncode != 0 and "different configuration" in proc.stderr
+
+
+def test_two_processes_shard_precompute_and_evaluate_every_val_image_once(two_folders, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=20", "data.val_per_dataset=11",
+            "transform=canny", f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.batch_size=8", "recipe.effective_batch=16",
+            "recipe.eval_batch_size=4", "recipe.epochs=1"]
+    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    run_cli("transform.py", *args, env=env, launcher=torchrun)
+    import json
+
+    cache = next((tmp_path / "c" / "transforms").iterdir())
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["n_unique"] == 62 and manifest["computed"] == 62 and manifest["reused"] == 0
+    parts = [json.loads((cache / f"failures-rank{r}-of2.json").read_text()) for r in range(2)]
+    assert sorted(p["computed"] for p in parts) == [31, 31]
+    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=env, launcher=torchrun)
+    r = read_results(tmp_path / "r")
+    assert r["processes"] == 2 and r["n_val"] == 22  # 22 val images over 2 ranks x batches of 4: padding dropped
+    assert np.array(r["confusion"]).sum() == 22
+    preds = (tmp_path / "r" / "predictions.csv").read_text().strip().splitlines()[1:]
+    assert len(preds) == 22 and len(set(preds)) == 22
