@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import numpy as np
@@ -116,8 +118,6 @@ def test_two_processes_shard_precompute_and_evaluate_every_val_image_once(two_fo
             "recipe.eval_batch_size=4", "recipe.epochs=1"]
     env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     run_cli("transform.py", *args, env=env, launcher=torchrun)
-    import json
-
     cache = next((tmp_path / "c" / "transforms").iterdir())
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["n_unique"] == 62 and manifest["computed"] == 62 and manifest["reused"] == 0
@@ -129,3 +129,41 @@ def test_two_processes_shard_precompute_and_evaluate_every_val_image_once(two_fo
     assert np.array(r["confusion"]).sum() == 22
     preds = (tmp_path / "r" / "predictions.csv").read_text().strip().splitlines()[1:]
     assert len(preds) == 22 and len(set(preds)) == 22
+
+
+def test_a_file_that_breaks_after_indexing_is_reported_not_replaced(tmp_path):
+    root = tmp_path / "data"
+    write_colour_dataset(root / "reds", 20, (200, 60, 60), seed=1)
+    write_colour_dataset(root / "blues", 20, (60, 60, 200), seed=2)
+    folders = {"reds": root / "reds", "blues": root / "blues"}
+    args = ["data=folders", paths_override(folders), "data.per_dataset=10", "data.val_per_dataset=6",
+            f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.epochs=1"]
+    run_cli("classify.py", *args, f"out={tmp_path / 'a'}")
+    manifest = pq.read_table(tmp_path / "a" / "manifest.parquet").to_pylist()
+    victims = [next(r["path"] for r in manifest if r["split"] == s) for s in ("val", "train")]
+    for victim in victims:  # same size and mtime: the stored index still believes it is fine
+        st = os.stat(victim)
+        with open(victim, "r+b") as f:
+            f.seek(8)  # keep the PNG signature, destroy the chunks
+            f.write(b"\0" * (st.st_size - 8))
+        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    run_cli("classify.py", *args, f"out={tmp_path / 'b'}")
+    r = read_results(tmp_path / "b")
+    load_failures = {s["path"]: s for s in r["skipped"] if s["stage"] == "load"}
+    assert set(load_failures) == set(victims)
+    assert r["n_val"] == 11 and r["n_train"] == 19 and np.array(r["confusion"]).sum() == 11
+    preds = (tmp_path / "b" / "predictions.csv").read_text()
+    assert victims[0] not in preds
+
+
+def test_several_seeds_are_aggregated_and_logged(two_folders, tmp_path):
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=10", "data.val_per_dataset=6",
+            f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.epochs=1", "seeds=[0,1]", f"out={tmp_path / 'multi'}"]
+    proc = run_cli("classify.py", *args)
+    assert "2 seeds: accuracy" in proc.stdout
+    agg = json.loads((tmp_path / "multi" / "aggregate.json").read_text())
+    runs = [read_results(tmp_path / "multi" / f"seed{s}") for s in (0, 1)]
+    assert agg["seeds"] == [0, 1] and agg["accuracies"] == [r["accuracy"] for r in runs]
+    assert np.isclose(agg["accuracy_std"], np.std(agg["accuracies"], ddof=1))
+    assert runs[0]["seed"] == 0 and runs[1]["seed"] == 1
+    assert list((tmp_path / "multi" / "seed0" / "tensorboard").rglob("events.out.tfevents*"))
