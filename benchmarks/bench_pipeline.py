@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision import transforms as T
 
-from bias.augment import train_augment
+from bias.augment import normalizer, train_augment
 from bias.pipeline import ImageDataset
 from classifiers.models import create_classifier
 from classifiers.optim import build_optimizer
@@ -82,7 +82,8 @@ def main() -> None:
         for name in ("reference", "mean_rgb", "hpf", "pixel_shuffle", "patch_shuffle"):
             t = create_transform(name)
             t.setup(seed=0, image_size=recipe["image_size"], run_dir=None)
-            ds = ImageDataset(paths, labels, train_augment(recipe, t.augment_group), t, 0, 1, recipe["image_size"])
+            ds = ImageDataset(paths, labels, train_augment(recipe, t.augment_group), t, 0, 1, recipe["image_size"],
+                              normalize=normalizer(recipe, t.augment_group))
             print(f"| pipeline {name} ({args.source_size}px png -> {recipe['image_size']}) | "
                   f"{pipeline_rate(ds, args.seconds):.0f} |")
         plain = T.Compose([T.RandomResizedCrop(recipe["image_size"], scale=(0.35, 1)), T.RandomHorizontalFlip(), T.ToTensor()])

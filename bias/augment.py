@@ -1,4 +1,4 @@
-"""Train and eval preprocessing for the published augmentation groups.
+"""Train and eval preprocessing for the published augmentation groups (up to the [0, 1] tensor).
 
 Group "a": RandomResizedCrop + flip + RandAugment + ImageNet normalisation; "b": crop + flip;
 "c": crop only. The recipe says what each group holds (`recipe.groups`), the transform says
@@ -26,11 +26,13 @@ def _group(recipe: Mapping[str, Any], group: str) -> Mapping[str, Any]:
     return groups[group]
 
 
-def _tail(spec: Mapping[str, Any]) -> list[Callable]:
-    steps: list[Callable] = [T.ToTensor()]
-    if spec.get("normalize", False):
-        steps.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
-    return steps
+def normalizer(recipe: Mapping[str, Any], group: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The group's normalisation, applied after the transform's tensor stage.
+
+    Shuffles commute with per-channel normalisation, but filters do not: an hpf output is
+    min-max scaled to [0, 1], so normalising before it would be undone.
+    """
+    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD) if _group(recipe, group).get("normalize", False) else None
 
 
 def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
@@ -48,13 +50,12 @@ def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Imag
         hparams = {"translate_const": int(size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
                    "interpolation": Image.BICUBIC}
         steps.append(rand_augment_transform(str(spec["randaugment"]), hparams))
-    return T.Compose(steps + _tail(spec))
+    return T.Compose([*steps, T.ToTensor()])
 
 
 def eval_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the shorter side to `eval_resize` (bicubic), centre-crop `image_size` (paper: 256 -> 224)."""
-    spec = _group(recipe, group)
+    _group(recipe, group)
     size = int(recipe["image_size"])
     resize = int(recipe.get("eval_resize") or size)
-    steps = [T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size)]
-    return T.Compose(steps + _tail(spec))
+    return T.Compose([T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor()])

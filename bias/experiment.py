@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bias.augment import eval_augment, train_augment
+from bias.augment import eval_augment, normalizer, train_augment
 from bias.data import (
     DataConfigError,
     Split,
@@ -187,10 +187,11 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
     group = transform.augment_group
     size = int(recipe["image_size"])
+    norm = normalizer(recipe, group)
     train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
-                             SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths)
+                             SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
     val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
-                           SEED_SALT_VAL, size, resize, report_paths=split.val_paths)
+                           SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
 
     torch.manual_seed(seed)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

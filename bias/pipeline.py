@@ -53,6 +53,9 @@ class EpochSampler(Sampler):
 class ImageDataset(Dataset):
     """Reads `read_paths[i]` (the original file, or its precomputed transform), labels it `labels[i]`.
 
+    Per sample: decode -> image-stage transform -> augmentation to a [0, 1] tensor ->
+    tensor-stage transform -> the group's normalisation.
+
     A file that fails to load comes back as `ok=False` with its reason and a zero image; the
     collate function keeps it out of the loss and the metrics, and the trainer reports it.
     """
@@ -68,11 +71,12 @@ class ImageDataset(Dataset):
         image_size: int,
         resize_shorter: int | None = None,
         report_paths: Sequence[str] | None = None,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.read_paths = np.asarray(read_paths, dtype=object)
         self.report_paths = np.asarray(report_paths if report_paths is not None else read_paths, dtype=object)
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.augment, self.transform = augment, transform
+        self.augment, self.transform, self.normalize = augment, transform, normalize
         self.seed, self.salt, self.image_size, self.resize_shorter = seed, salt, image_size, resize_shorter
 
     def __len__(self) -> int:
@@ -97,6 +101,8 @@ class ImageDataset(Dataset):
         x = self.augment(Image.fromarray(image))
         if t is not None and t.has_tensor_stage:
             x = t.apply_tensor(x, generator)
+        if self.normalize is not None:
+            x = self.normalize(x)
         item["image"] = x
         return item
 

@@ -77,3 +77,27 @@ def test_epoch_sampler_and_item_seeds_are_deterministic():
     s.set_epoch(4)
     assert [i for i, _ in s] != [i for i, _ in a]
     assert item_seed(0, 1, 2, 3) == item_seed(0, 1, 2, 3) != item_seed(0, 1, 2, 4)
+
+
+def test_pipeline_normalises_after_the_tensor_stage():
+    """An hpf output is min-max scaled; normalising before it would be undone."""
+    from PIL import Image
+
+    from bias.augment import eval_augment, normalizer
+    from bias.pipeline import ImageDataset
+    from transforms.registry import create_transform
+
+    recipe = {"image_size": 32, "eval_resize": 32, "groups": {"b": {"normalize": True}}}
+    rng = np.random.default_rng(0)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/x.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+        hpf = create_transform("hpf")
+        ds = ImageDataset([path], [0], eval_augment(recipe, "b"), hpf, 0, 2, 32, normalize=normalizer(recipe, "b"))
+        got = ds[0]["image"]
+        x = eval_augment(recipe, "b")(Image.open(path).convert("RGB"))
+        want = normalizer(recipe, "b")(hpf.apply_tensor(x, torch.Generator()))
+    assert torch.allclose(got, want)
+    assert got.min() < -1.5  # normalised: a [0, 1] image with min 0 maps below -1.8 in every channel
