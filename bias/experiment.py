@@ -76,8 +76,13 @@ def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
 def validate(cfg: DictConfig) -> None:
     """Every check that needs no heavy work, so mistakes fail in seconds."""
     get_transform_class(str(cfg.transform.name))
-    transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
+    transform = transform_from_config(OmegaConf.to_container(cfg.transform, resolve=True))
     check_model_name(str(cfg.model.name))
+    if (transform.output == "vector") != (str(cfg.model.name) == "mlp"):
+        raise ValueError(
+            f"transform {transform.name!r} outputs {transform.output}s but model {cfg.model.name!r} "
+            + ("classifies images: add model=mlp" if transform.output == "vector" else "classifies feature vectors")
+        )
     kind = str(cfg.data.get("kind", "folders"))
     if kind not in DATA_SOURCES:
         raise DataConfigError(f"unknown data kind {kind!r}; available: {sorted(DATA_SOURCES)}")
@@ -196,7 +201,8 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
-                              model_cfg.get("kwargs"))
+                              model_cfg.get("kwargs"),
+                              in_features=transform.vector_size() if transform.output == "vector" else None)
     if accelerator.is_main_process:
         pq.write_table(split.manifest(), run_dir / "manifest.parquet")
         accelerator.init_trackers("tensorboard")

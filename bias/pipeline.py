@@ -77,7 +77,9 @@ class ImageDataset(Dataset):
         self.report_paths = np.asarray(report_paths if report_paths is not None else read_paths, dtype=object)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.transform, self.normalize = augment, transform, normalize
-        self.seed, self.salt, self.image_size, self.resize_shorter = seed, salt, image_size, resize_shorter
+        self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter
+        self.vector = transform is not None and transform.output == "vector"
+        self.placeholder_shape = (transform.vector_size(),) if self.vector else (3, image_size, image_size)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,9 +95,12 @@ class ImageDataset(Dataset):
         try:
             image = load_rgb(self.read_paths[index], resize_shorter=self.resize_shorter)
         except ImageDecodeError as err:
-            item.update(ok=False, reason=err.reason, image=torch.zeros(3, self.image_size, self.image_size))
+            item.update(ok=False, reason=err.reason, image=torch.zeros(self.placeholder_shape))
             return item
         t = self.transform
+        if self.vector:
+            item["image"] = torch.from_numpy(np.ascontiguousarray(t.apply_image(image), dtype=np.float32))
+            return item
         if t is not None and t.kind == "online" and t.has_image_stage:
             image = t.apply_image(image)
         x = self.augment(Image.fromarray(image))

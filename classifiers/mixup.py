@@ -33,16 +33,20 @@ class MixupCutmix:
         targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         if not self.active or len(x) == 0:
             return x, targets
-        n, _, h, w = x.shape
-        lam = np.ones(n, dtype=np.float32)
+        n = len(x)
+        h, w = x.shape[-2:] if x.ndim == 4 else (0, 0)
         use_cut = np.zeros(n, dtype=bool)
         apply = rng.random(n) < self.prob
-        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
+        if x.ndim != 4:  # feature vectors: mixup only
+            pass
+        elif self.mixup_alpha > 0 and self.cutmix_alpha > 0:
             use_cut = rng.random(n) < self.switch_prob
         elif self.cutmix_alpha > 0:
             use_cut[:] = True
         mix_l = rng.beta(self.mixup_alpha, self.mixup_alpha, n) if self.mixup_alpha > 0 else np.ones(n)
         cut_l = rng.beta(self.cutmix_alpha, self.cutmix_alpha, n) if self.cutmix_alpha > 0 else np.ones(n)
+        if x.ndim != 4 and self.mixup_alpha <= 0:
+            apply[:] = False
         lam = np.where(apply, np.where(use_cut, cut_l, mix_l), 1.0).astype(np.float32)
         partner = x.flip(0)
         out = x.clone()

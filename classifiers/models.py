@@ -14,8 +14,11 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+LOCAL_MODELS = ("mlp",)
+
+
 def check_model_name(name: str) -> None:
-    if not timm.is_model(name):
+    if name not in LOCAL_MODELS and not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:15]
         raise UnknownModelError(
             f"unknown model {name!r}; timm has e.g. {', '.join(close) or 'convnext_tiny, resnet50'} "
@@ -24,11 +27,20 @@ def check_model_name(name: str) -> None:
 
 
 def create_classifier(name: str, num_classes: int, pretrained: bool = False,
-                      kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
-    """A timm model with a fresh `num_classes` head; `kwargs` override the architecture (depths, dims, ...)."""
+                      kwargs: Mapping[str, Any] | None = None, in_features: int | None = None) -> torch.nn.Module:
+    """A timm model with a fresh `num_classes` head; `kwargs` override the architecture (depths, dims, ...).
+
+    `mlp` is the classifier of feature-vector transforms and needs `in_features`.
+    """
     check_model_name(name)
     extra = dict(kwargs or {})
     for key, value in list(extra.items()):
         if isinstance(value, list):
             extra[key] = tuple(value)
+    if name == "mlp":
+        from classifiers.mlp import MLPClassifier
+
+        if in_features is None:
+            raise ValueError("model=mlp classifies feature vectors: use it with a vector transform (e.g. color_hist_vector)")
+        return MLPClassifier(in_features, num_classes, **extra)
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)

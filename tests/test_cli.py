@@ -167,3 +167,15 @@ def test_several_seeds_are_aggregated_and_logged(two_folders, tmp_path):
     assert np.isclose(agg["accuracy_std"], np.std(agg["accuracies"], ddof=1))
     assert runs[0]["seed"] == 0 and runs[1]["seed"] == 1
     assert list((tmp_path / "multi" / "seed0" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_feature_vector_transform_trains_an_mlp_through_the_same_trainer(two_folders, tmp_path):
+    small = [o for o in TINY if not o.startswith("model.")]
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=16", "data.val_per_dataset=8",
+            f"cache_dir={tmp_path / 'c'}", *small, "recipe.epochs=4", "recipe.lr=0.01", "transform=color_hist_vector"]
+    refused = run_cli("classify.py", *args, f"out={tmp_path / 'x'}", check=False)
+    assert refused.returncode != 0 and "add model=mlp" in refused.stderr
+    run_cli("classify.py", *args, "model=mlp", f"out={tmp_path / 'r'}")
+    r = read_results(tmp_path / "r")
+    assert r["model"] == "mlp" and r["n_val"] == 16
+    assert r["accuracy"] >= 0.9  # red vs blue folders differ in colour distribution only

@@ -32,6 +32,9 @@ class Transform:
     kind: ClassVar[str] = "online"
     augment_group: ClassVar[str] = "a"
     family: ClassVar[str] = "reference"
+    #: "image": the classifier sees an image; "vector": `apply_image` returns a 1-D feature
+    #: vector of length `vector_size()`, classified by a small MLP (`model=mlp`).
+    output: ClassVar[str] = "image"
     #: Whether `apply_image` / `apply_tensor` change anything; the pipeline skips the no-ops.
     has_image_stage: ClassVar[bool] = False
     has_tensor_stage: ClassVar[bool] = False
@@ -57,6 +60,9 @@ class Transform:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB in, HxWx3 (or HxW) uint8 out."""
         return image
+
+    def vector_size(self) -> int:
+        raise NotImplementedError(f"transform {self.name!r} outputs images, not vectors")
 
     def apply_tensor(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """CxHxW float tensor (after the group's normalisation) in and out.
