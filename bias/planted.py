@@ -37,8 +37,11 @@ import json
 import math
 import multiprocessing
 import os
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache, partial
 from pathlib import Path
@@ -46,6 +49,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 #: Bump when the same parameters would render different pixels; it is part of the cache key.
 GENERATOR_VERSION = 1
@@ -54,6 +58,8 @@ GENERATOR_VERSION = 1
 REFERENCE_SIZE = 96
 #: Name of the marker written, last and atomically, once every image of a cache folder exists.
 DONE_FILE = "DONE.json"
+#: By default, worker processes are used only from this many images to render (see `ensure_planted`).
+PARALLEL_MIN_IMAGES = 5000
 
 
 class PlantedConfigError(ValueError):
@@ -744,7 +750,7 @@ def _draw_overlays(img: np.ndarray, rng: np.random.Generator, axis: OverlayAxis)
             _put_text(img, rng, _random_word(rng), rng.uniform(*axis.text_scale) * factor, color)
 
 
-# Texture: (image as float32 luminance-free RGB, rng, axis) -> image. Additive kinds add the same
+# Texture: (float32 RGB image, rng, axis) -> image. The additive kinds add the same
 # field to the three channels, i.e. they change luminance only.
 
 
@@ -897,6 +903,28 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
 
 
+def _render_in_workers(chunks: list[_Chunk], workers: int, bar: Any) -> list[_Chunk]:
+    """Render chunks in `workers` processes; returns the chunks left undone if the pool broke.
+
+    Workers are spawned, not forked: the caller may hold torch or OpenCV thread pools that a
+    fork would copy mid-state. A spawned worker re-imports the caller's main module, which fails
+    when there is none to import (code piped into ``python -``, some notebooks); the pool then
+    breaks, and the caller renders what is left in its own process instead of hanging.
+    """
+    finished: set[int] = set()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
+            futures = {pool.submit(_render_chunk, chunk): position for position, chunk in enumerate(chunks)}
+            for future in as_completed(futures):
+                bar.update(future.result())
+                finished.add(futures[future])
+    except BrokenProcessPool:
+        warnings.warn("planted: the worker processes failed to start; rendering in this process instead",
+                      RuntimeWarning, stacklevel=3)
+    return [chunk for position, chunk in enumerate(chunks) if position not in finished]
+
+
 def _missing(folder: Path, n: int) -> list[int]:
     present = set(os.listdir(folder)) if folder.is_dir() else set()
     return [i for i in range(n) if image_name(i) not in present]
@@ -912,9 +940,10 @@ def _is_done(root: Path, manifest: Mapping[str, Any], folders: Mapping[str, Path
     return not any(_missing(folder, n) for folder in folders.values())
 
 
-def planted_folders(generator_cfg: Mapping[str, Any], cache_dir: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
+def planted_folders(generator_cfg: Mapping[str, Any] | PlantedConfig,
+                    cache_dir: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
     """Where `ensure_planted` puts a preset: its cache folder and ``{dataset name: folder}``."""
-    config = PlantedConfig.from_mapping(generator_cfg)
+    config = generator_cfg if isinstance(generator_cfg, PlantedConfig) else PlantedConfig.from_mapping(generator_cfg)
     root = Path(cache_dir) / "planted" / config.cache_key()
     return root, {name: root / name for name in config.datasets}
 
@@ -928,24 +957,26 @@ def ensure_planted(
 ) -> dict[str, Path]:
     """Render a planted preset into the cache once and return ``{dataset name: folder of PNGs}``.
 
-    The folder is ``cache_dir/planted/planted-<hash of every resolved parameter>``, so changing
-    any parameter (or `GENERATOR_VERSION`) renders into a new folder. Each folder holds
-    ``000000.png`` ... and ``DONE.json``, written atomically after the last image, records the
-    parameters. When ``DONE.json`` is present and matches and every file exists, nothing is
-    rendered; otherwise only the missing images are (every PNG is written atomically, so a file
-    that exists is whole). Concurrent callers are safe but duplicate the work; callers that can,
-    let one process render first.
+    The preset goes to ``cache_dir/planted/planted-<hash of every resolved parameter>``, so
+    changing any parameter (or `GENERATOR_VERSION`) renders into a new folder. It holds one
+    folder per dataset with ``000000.png`` ... and, written atomically after the last image,
+    ``DONE.json`` with the parameters. When ``DONE.json`` is present and matches and every file
+    exists, nothing is rendered; otherwise only the missing images are (every PNG is written
+    atomically, so a file that exists is whole). Concurrent callers are safe but duplicate the
+    work; callers that can, let one process render first.
 
     Args:
         generator_cfg: the ``generator`` mapping of a data config (dict or OmegaConf node).
         cache_dir: cache root.
-        num_workers: processes to render with; None = min(2, CPU count); 0 or 1 = in this process.
-            The bytes written are the same for every value.
+        num_workers: processes to render with; 0 or 1 = in this process. None = in this process
+            below `PARALLEL_MIN_IMAGES` missing images, else min(2, CPU count): a spawned worker
+            re-imports the caller's main module (torch and all, for a training script), which
+            costs more than rendering a few thousand images. The bytes are the same either way.
         progress: show a tqdm progress bar.
         chunk_size: images per task handed to a worker.
     """
     config = PlantedConfig.from_mapping(generator_cfg)
-    root, folders = planted_folders(generator_cfg, cache_dir)
+    root, folders = planted_folders(config, cache_dir)
     manifest = config.manifest()
     if _is_done(root, manifest, folders, config.n_per_dataset):
         return folders
@@ -958,19 +989,15 @@ def ensure_planted(
             chunks.append(_Chunk(config.datasets[name], config.seed, config.size, name, folder,
                                  tuple(missing[start:start + chunk_size])))
     total = sum(len(c.indices) for c in chunks)
-    workers = min(2, os.cpu_count() or 1) if num_workers is None else num_workers
+    if num_workers is None:
+        workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1
+    else:
+        workers = num_workers
     workers = max(1, min(workers, len(chunks)))
-    from tqdm.auto import tqdm
-
     with tqdm(total=total, desc=f"rendering {root.name}", unit="img", disable=not progress or total == 0) as bar:
-        if workers == 1:
-            for chunk in chunks:
-                bar.update(_render_chunk(chunk))
-        else:
-            # spawn, not fork: the caller may hold torch / OpenCV thread pools that fork would copy mid-state
-            with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-                for done in pool.imap_unordered(_render_chunk, chunks):
-                    bar.update(done)
+        left = _render_in_workers(chunks, workers, bar) if workers > 1 else chunks
+        for chunk in left:
+            bar.update(_render_chunk(chunk))
     record = {"manifest": manifest, "counts": {name: config.n_per_dataset for name in folders}}
     _write_atomic(root / DONE_FILE, json.dumps(record, indent=1, sort_keys=True).encode())
     return folders
