@@ -88,7 +88,7 @@ def main() -> None:
                   f"{pipeline_rate(ds, args.seconds):.0f} |")
         plain = T.Compose([T.RandomResizedCrop(recipe["image_size"], scale=(0.35, 1)), T.RandomHorizontalFlip(), T.ToTensor()])
         print(f"| straightforward PIL + torchvision (reference) | {plain_rate(paths, plain, args.seconds):.0f} |")
-    for model_name, kwargs, size, batch in (("convnext_atto", {"depths": [1, 1, 2, 1], "dims": [24, 48, 96, 192]}, 64, 64),
+    for model_name, kwargs, size, batch in (("convnext_atto", {"depths": [1, 1, 2, 1], "dims": [24, 48, 96, 192]}, 56, 64),
                                            ("convnext_tiny", {}, 64, 32), ("convnext_tiny", {}, 224, 8)):
         for threads in (1, 2):
             torch.set_num_threads(threads)
