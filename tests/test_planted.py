@@ -113,6 +113,32 @@ def test_parallel_rendering_writes_the_same_bytes_as_serial(tmp_path):
     assert folder_bytes(serial) == folder_bytes(parallel)
 
 
+def test_small_jobs_render_in_process_by_default(tmp_path, monkeypatch):
+    def no_workers(*args):
+        raise AssertionError("a few dozen images should not start worker processes")
+
+    monkeypatch.setattr(planted, "_render_in_workers", no_workers)
+    ensure_planted(tiny_cfg(), tmp_path, progress=False)
+
+
+def test_a_broken_worker_pool_falls_back_to_this_process(tmp_path, monkeypatch):
+    class BrokenPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise planted.BrokenProcessPool("workers could not import the main module")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(planted, "ProcessPoolExecutor", BrokenPool)
+    with pytest.warns(RuntimeWarning, match="rendering in this process"):
+        folders = ensure_planted(tiny_cfg(), tmp_path / "fallback", num_workers=2, progress=False)
+    assert folder_bytes(folders) == folder_bytes(ensure_planted(tiny_cfg(), tmp_path / "serial", num_workers=0,
+                                                                progress=False))
+
+
 def test_an_image_depends_only_on_seed_dataset_name_and_index():
     params = DatasetParams.from_mapping(tiny_cfg()["datasets"]["busy"])
     image = render_image(params, seed=3, dataset="busy", index=5)
@@ -201,9 +227,10 @@ def test_preset_loads_and_renders(name, tmp_path):
         assert len(images) == 3 and all(im.shape == (96, 96, 3) for im in images)
     if name in SINGLE_AXIS:
         expected = OmegaConf.to_container(cfg.expected)
-        assert set(expected) == {"keeps", "loses"}
-        assert set(expected["keeps"]) | set(expected["loses"]) <= KNOWN_TRANSFORMS
-        assert not set(expected["keeps"]) & set(expected["loses"])
+        assert {"keeps", "loses"} <= set(expected) <= {"keeps", "loses", "unreliable"}
+        lists = [set(expected.get(key) or []) for key in ("keeps", "loses", "unreliable")]
+        assert set.union(*lists) <= KNOWN_TRANSFORMS
+        assert sum(map(len, lists)) == len(set.union(*lists)), "a transform is in two lists"
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE_AXIS))
