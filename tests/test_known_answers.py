@@ -47,3 +47,43 @@ def test_single_axis_preset_known_answer(preset, transform, expectation, cache, 
         assert margin > 0.20, f"{transform} on {preset}: {r['accuracy']:.3f} should be far above chance"
     else:
         assert margin < 0.10, f"{transform} on {preset}: {r['accuracy']:.3f} should be near chance"
+
+
+# --- the documented command that checks every preset: scripts/known_answers.py ------------------
+def test_verdict_sides_and_agreement():
+    from bias.known_answers import verdict
+
+    assert verdict("keeps", 0.60, 1 / 3) == ("keeps", True)
+    assert verdict("keeps", 0.50, 1 / 3) == ("between", False)
+    assert verdict("loses", 0.40, 1 / 3) == ("loses", True)
+    assert verdict("loses", 0.70, 1 / 3) == ("keeps", False)
+    assert verdict("unreliable", 0.70, 1 / 3) == ("keeps", None)
+    assert verdict("not declared", 0.35, 0.5) == ("loses", None)
+
+
+def test_every_single_axis_preset_declares_each_transform_once():
+    from bias.known_answers import PRESETS, declared, rows_for
+
+    for preset in PRESETS:
+        exp = declared(preset)
+        listed = exp["keeps"] + exp["loses"] + exp["unreliable"]
+        assert len(listed) == len(set(listed)), f"{preset}: a transform is declared twice"
+        assert rows_for(preset, ["hog", listed[0]]) == [*listed, "hog"]
+
+
+def test_judge_marks_disagreements(tmp_path):
+    import json
+
+    from bias.known_answers import judge, write_report
+
+    rows = [{"label": "mean_rgb", "accuracies": [0.9, 0.8], "chance": 1 / 3},
+            {"label": "canny", "accuracies": [0.7, 0.6], "chance": 1 / 3},  # declared loses: disagrees
+            {"label": "hog", "accuracies": [0.4], "chance": 1 / 3}]
+    (tmp_path / "table.json").write_text(json.dumps(rows))
+    cells = {c.transform: c for c in judge("planted_color", tmp_path / "table.json")}
+    assert cells["mean_rgb"].agrees is True and cells["mean_rgb"].expectation == "keeps"
+    assert cells["canny"].agrees is False and cells["canny"].side == "keeps"
+    assert cells["hog"].agrees is None and cells["hog"].expectation == "not declared"
+    write_report(list(cells.values()), tmp_path / "known_answers.md")
+    text = (tmp_path / "known_answers.md").read_text()
+    assert "| canny | loses | 65.0 +- 7.1 | 70.0, 60.0 | 33.3 | keeps | **NO** |" in text
