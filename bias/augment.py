@@ -26,13 +26,17 @@ def _group(recipe: Mapping[str, Any], group: str) -> Mapping[str, Any]:
     return groups[group]
 
 
-def normalizer(recipe: Mapping[str, Any], group: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def normalizer(recipe: Mapping[str, Any], group: str, transform: str | None = None
+               ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The group's normalisation, applied after the transform's tensor stage.
 
     Shuffles commute with per-channel normalisation, but filters do not: an hpf output is
-    min-max scaled to [0, 1], so normalising before it would be undone.
+    min-max scaled to [0, 1], so normalising before it would be undone. A recipe may set
+    `normalize_overrides: {transform name: bool}` to depart from the group for one transform.
     """
-    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD) if _group(recipe, group).get("normalize", False) else None
+    normalize = _group(recipe, group).get("normalize", False)
+    normalize = (recipe.get("normalize_overrides") or {}).get(transform, normalize)
+    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else None
 
 
 def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:

@@ -192,7 +192,7 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
     group = transform.augment_group
     size = int(recipe["image_size"])
-    norm = normalizer(recipe, group)
+    norm = normalizer(recipe, group, transform.name)
     train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
                              SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
     val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,

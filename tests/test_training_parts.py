@@ -101,3 +101,13 @@ def test_pipeline_normalises_after_the_tensor_stage():
         want = normalizer(recipe, "b")(hpf.apply_tensor(x, torch.Generator()))
     assert torch.allclose(got, want)
     assert got.min() < -1.5  # normalised: a [0, 1] image with min 0 maps below -1.8 in every channel
+
+
+def test_recipe_normalize_overrides_depart_from_the_group_for_one_transform():
+    from bias.augment import normalizer
+
+    recipe = {"groups": {"b": {"normalize": True}}, "normalize_overrides": {"hog": False}}
+    assert normalizer(recipe, "b", "hpf") is not None
+    assert normalizer(recipe, "b", "hog") is None
+    assert normalizer({"groups": {"b": {"normalize": False}}, "normalize_overrides": {"x": True}}, "b", "x") is not None
+    assert normalizer({"groups": {"b": {"normalize": True}}}, "b", "hog") is not None
