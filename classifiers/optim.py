@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay only parameters with two or more dimensions (not biases, norms or layer-scale)."""
+    return decay_groups(model.parameters(), weight_decay)
+
+
+def decay_groups(params: Iterable[torch.Tensor], weight_decay: float, batch_dims: int = 0) -> list[dict]:
+    """`param_groups` for loose tensors; ``batch_dims`` leading axes are not counted as parameter dims.
+
+    A vectorised zoo stacks the same parameter of many models along a leading model axis
+    (``batch_dims=1``): a bias is then 2-D but must still go undecayed.
+    """
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for p in params:
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim - batch_dims >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95),
+def build_optimizer(model: torch.nn.Module | list[dict], lr: float, weight_decay: float, betas=(0.9, 0.95),
                     eps: float = 1e-8) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+    """AdamW over `model`'s parameters, or over ready parameter groups (from `decay_groups`)."""
+    groups = model if isinstance(model, list) else param_groups(model, weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
