@@ -8,7 +8,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bias.data import DataConfigError, duplicate_keys_in_overrides
+if not sys.stderr.isatty():
+    # Logs of batch jobs (SLURM, nohup, CI) would get a progress-bar line every 0.1 s: one every 30 s
+    # is enough. tqdm reads TQDM_* variables when it is first imported, hence before bias.data.
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
+
+from bias.data import DataConfigError, duplicate_keys_in_overrides  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERRORS = (DataConfigError, FileNotFoundError, KeyError, ValueError, TypeError)
