@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +63,37 @@ def train_rate(model: torch.nn.Module, batch: int, size: int, seconds: float) ->
     return rate(step, seconds)
 
 
+def shard_cases(tmp: Path, labels: np.ndarray, seconds: float) -> None:
+    """The paper's inputs: 500x375 JPEGs (img2dataset's shorter-side-500 output) read from a tar shard."""
+    import io
+
+    from bias.sources.webdataset import ShardWriter, WebDatasetSource
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_hog_sift import natural_image
+
+    writer = ShardWriter(tmp / "shards", per_shard=len(labels))
+    files = []
+    for i in range(len(labels)):
+        buf = io.BytesIO()
+        Image.fromarray(natural_image(375, 500, seed=i)).save(buf, "JPEG", quality=90)
+        writer.write(f"{i:09d}", {"jpg": buf.getvalue()})
+        files.append(tmp / f"{i}.jpg")
+        files[-1].write_bytes(buf.getvalue())
+    writer.close()
+    index = WebDatasetSource(name="bench", shards=str(tmp / "shards" / "00000.tar")).index(tmp / "cache", 0)
+    read = index.read_paths(index.usable())
+    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
+    t = create_transform("reference")
+    t.setup(seed=0, image_size=224, run_dir=None)
+    for label, recipe in (("cpu recipe, 56 px", OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)),
+                          ("paper recipe, 224 px + RandAugment", paper)):
+        size = recipe["image_size"]
+        for where, paths in (("tar shard", read), ("files", [str(f) for f in files])):
+            ds = ImageDataset(paths, labels, train_augment(recipe, "a"), t, 0, 1, size, normalize=normalizer(recipe, "a"))
+            print(f"| pipeline reference, 500x375 JPEG from {where} -> {label} | {pipeline_rate(ds, seconds):.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -88,6 +120,7 @@ def main() -> None:
                   f"{pipeline_rate(ds, args.seconds):.0f} |")
         plain = T.Compose([T.RandomResizedCrop(recipe["image_size"], scale=(0.35, 1)), T.RandomHorizontalFlip(), T.ToTensor()])
         print(f"| straightforward PIL + torchvision (reference) | {plain_rate(paths, plain, args.seconds):.0f} |")
+        shard_cases(Path(tmp), labels, args.seconds)
     for model_name, kwargs, size, batch in (("convnext_atto", {"depths": [1, 1, 2, 1], "dims": [24, 48, 96, 192]}, 56, 64),
                                            ("convnext_tiny", {}, 64, 32), ("convnext_tiny", {}, 224, 8)):
         for threads in (1, 2):

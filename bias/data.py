@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bias.index import FileIndex, build_index
+from bias.index import build_index
 
 
 class DataConfigError(ValueError):
@@ -37,16 +37,20 @@ def parse_dataset_paths(paths: Any) -> dict[str, str]:
                 raise DataConfigError(f"cannot read dataset entry {item!r}: use NAME=DIR")
     else:
         raise DataConfigError(f"data.paths must map dataset names to folders, got {paths!r}")
-    names = [n for n, _ in pairs]
+    check_dataset_names([n for n, _ in pairs])
+    return dict(pairs)
+
+
+def check_dataset_names(names: Sequence[str]) -> None:
+    """Two or more datasets, each with its own name made of letters, digits, '_', '-' and '.'."""
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataConfigError(f"duplicate dataset names {dupes}: every dataset needs its own name")
-    if len(pairs) < 2:
-        raise DataConfigError(f"dataset classification needs two or more datasets, got {len(pairs)}: {names}")
+    if len(names) < 2:
+        raise DataConfigError(f"dataset classification needs two or more datasets, got {len(names)}: {list(names)}")
     bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.\-]+", n)]
     if bad:
         raise DataConfigError(f"dataset names {bad} may only use letters, digits, '_', '-' and '.'")
-    return dict(pairs)
 
 
 _DICT_ARG = re.compile(r"^\+{0,2}data\.paths=\s*\{(.*)\}\s*$", re.S)
@@ -89,13 +93,19 @@ def check_folders(folders: Mapping[str, str]) -> dict[str, Path]:
     return resolved
 
 
-def index_datasets(folders: Mapping[str, Path], cache_dir: Path, num_workers: int | None = None) -> dict[str, FileIndex]:
-    return {name: build_index(path, cache_dir, num_workers, desc=f"indexing {name}") for name, path in folders.items()}
+def index_datasets(sources: Mapping[str, Any], cache_dir: Path, num_workers: int | None = None) -> dict[str, Any]:
+    """One checked index per dataset: a folder (a path) or a `bias.sources` source (anything with `.index`)."""
+    return {name: src.index(cache_dir, num_workers) if hasattr(src, "index")
+            else build_index(src, cache_dir, num_workers, desc=f"indexing {name}") for name, src in sources.items()}
 
 
 @dataclass
 class Split:
-    """A seeded, balanced, disjoint train/val split over named datasets (label = position in `names`)."""
+    """A seeded, balanced, disjoint train/val split over named datasets (label = position in `names`).
+
+    `*_paths` name the samples (a file path, or e.g. `shard.tar/member.jpg`: unique, used in every report);
+    `*_read` is what `bias.sources.load_image` reads (the same path for files, a member locator for shards).
+    """
 
     names: list[str]
     train_paths: np.ndarray
@@ -104,6 +114,14 @@ class Split:
     val_paths: np.ndarray
     val_labels: np.ndarray
     val_sha1: np.ndarray
+    train_read: np.ndarray | None = None
+    val_read: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_read is None:
+            self.train_read = self.train_paths
+        if self.val_read is None:
+            self.val_read = self.val_paths
 
     @property
     def num_classes(self) -> int:
@@ -125,10 +143,10 @@ class Split:
         keep = np.ones(len(self.train_paths), dtype=bool)
         keep[positions] = False
         return Split(self.names, self.train_paths[keep], self.train_labels[keep], self.train_sha1[keep],
-                     self.val_paths, self.val_labels, self.val_sha1)
+                     self.val_paths, self.val_labels, self.val_sha1, self.train_read[keep], self.val_read)
 
 
-def make_split(indexes: Mapping[str, FileIndex], per_dataset: int | None, val_per_dataset: int, seed: int) -> Split:
+def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_dataset: int, seed: int) -> Split:
     """Draw `val_per_dataset` val and then `per_dataset` train files from each dataset's usable files.
 
     The draw for dataset i uses the generator seeded with (seed, i) over the files in path
@@ -149,7 +167,7 @@ def make_split(indexes: Mapping[str, FileIndex], per_dataset: int | None, val_pe
                 f"dataset {name!r} has {index.n_ok} usable images but data.val_per_dataset={val_per_dataset} and "
                 f"data.per_dataset={per_dataset} need {need}: lower them or add images"
             )
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tp", "tl", "th", "vp", "vl", "vh")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tp", "tl", "th", "tr", "vp", "vl", "vh", "vr")}
     for label, index in enumerate(indexes.values()):
         usable = index.usable()
         order = usable[np.random.default_rng([seed, label]).permutation(len(usable))]
@@ -157,11 +175,12 @@ def make_split(indexes: Mapping[str, FileIndex], per_dataset: int | None, val_pe
         rest = order[val_per_dataset:]
         train = np.sort(rest if per_dataset is None else rest[:per_dataset])
         for key, pos in (("t", train), ("v", val)):
-            parts[key + "p"].append(index.paths[pos])
+            parts[key + "p"].append(index.sample_ids(pos))
+            parts[key + "r"].append(index.read_paths(pos))
             parts[key + "h"].append(index.sha1[pos])
             parts[key + "l"].append(np.full(len(pos), label, dtype=np.int64))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return Split(names, cat["tp"], cat["tl"], cat["th"], cat["vp"], cat["vl"], cat["vh"])
+    return Split(names, cat["tp"], cat["tl"], cat["th"], cat["vp"], cat["vl"], cat["vh"], cat["tr"], cat["vr"])
 
 
 def duplicate_report(split: Split, examples: int = 20) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bias.images import load_rgb
 from transforms.base import Transform
 
 
@@ -30,7 +29,11 @@ def transformed_view(transform: Transform, image: np.ndarray, size: int, seed: i
 
 def example_grid(transform: Transform, samples: Mapping[str, Sequence[str]], path: Path, size: int = 224,
                  resize_shorter: int | None = None, seed: int = 0) -> Path:
-    """Two rows per dataset (original, transformed), one column per sample image; saved as PNG."""
+    """Two rows per dataset (original, transformed), one column per sample image; saved as PNG.
+
+    `samples` maps a dataset name to what `bias.sources.load_image` reads: file paths or shard
+    member locators.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +52,9 @@ def example_grid(transform: Transform, samples: Mapping[str, Sequence[str]], pat
                 top.axis("off")
                 bottom.axis("off")
                 continue
-            image = load_rgb(paths[c], resize_shorter=resize_shorter)
+            from bias.sources import load_image
+
+            image = load_image(paths[c], resize_shorter=resize_shorter)
             view = transformed_view(transform, image, size, seed + c)
             top.imshow(image)
             if view.ndim == 1:

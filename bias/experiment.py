@@ -30,6 +30,7 @@ from bias.data import (
     make_split,
     parse_dataset_paths,
 )
+from bias.dedup import NearDuplicateOptions, split_near_duplicates
 from bias.distributed import partial_state, use_cpu
 from bias.pipeline import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
 from bias.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize, write_json
@@ -52,6 +53,8 @@ def experiment_config(cfg: DictConfig) -> dict[str, Any]:
         plain.pop(key, None)
     plain.get("recipe", {}).pop("num_workers", None)
     plain.get("data", {}).pop("expected", None)
+    if not (plain.get("data", {}).get("near_duplicates") or {}).get("enabled"):
+        plain.get("data", {}).pop("near_duplicates", None)  # a disabled analysis does not change results
     return plain
 
 
@@ -88,9 +91,24 @@ def validate(cfg: DictConfig) -> None:
         raise DataConfigError(f"unknown data kind {kind!r}; available: {sorted(DATA_SOURCES)}")
     if kind == "folders":
         check_folders(parse_dataset_paths(OmegaConf.to_container(cfg.data, resolve=True).get("paths")))
+    if kind == "sources":
+        missing = _missing_keys(OmegaConf.to_container(cfg.data, resolve=False))
+        if missing:
+            name = missing[0].split(".")[1] if missing[0].startswith("datasets.") else None
+            raise DataConfigError(f"data.{missing[0]} is not set: pass data.{missing[0]}=..."
+                                  + (f" (or drop the dataset with ~data.datasets.{name})" if name else ""))
+        for source in _sources(OmegaConf.to_container(cfg.data, resolve=True)).values():
+            source.check()
     for key in ("image_size", "batch_size", "effective_batch", "epochs", "lr"):
         if key not in cfg.recipe:
             raise KeyError(f"recipe {cfg.recipe.get('name')!r} lacks recipe.{key}")
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys left at `???`, in config order."""
+    if isinstance(node, Mapping):
+        return [k for key, value in node.items() for k in _missing_keys(value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if node == "???" else []
 
 
 def _folders_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
@@ -103,10 +121,18 @@ def _planted_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]
     return ensure_planted(data["generator"], cache_dir)
 
 
-DATA_SOURCES = {"folders": _folders_source, "planted": _planted_source}
+def _sources(data: Mapping[str, Any], cache_dir: Path | None = None) -> dict[str, Any]:
+    """`kind: sources`: every dataset names its own source (`bias.sources`: folder, webdataset, hf, list)."""
+    from bias.sources import parse_sources
+
+    return parse_sources(data.get("datasets"))
 
 
-def resolve_datasets(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
+DATA_SOURCES = {"folders": _folders_source, "planted": _planted_source, "sources": _sources}
+
+
+def resolve_datasets(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+    """Dataset name -> what `index_datasets` indexes: a folder path, or a `bias.sources.Source`."""
     return DATA_SOURCES[str(data.get("kind", "folders"))](data, cache_dir)
 
 
@@ -126,6 +152,12 @@ def prepare_split(cfg: DictConfig, accelerator) -> tuple[Split, list[dict[str, s
     if data.get("exclude_train_val_duplicates") and len(positions):
         split = split.without_train(positions)
         dupes["excluded_from_train"] = int(len(positions))
+    near = NearDuplicateOptions.from_config(data.get("near_duplicates"))
+    if near.enabled:
+        with accelerator.main_process_first():  # the main process fills the hash cache, the others reuse it
+            dupes["near"], positions = split_near_duplicates(split, near, cache_dir, cfg.get("num_workers"))
+        if len(positions):
+            split = split.without_train(positions)
     return split, skipped, dupes
 
 
@@ -179,13 +211,13 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     transform.setup(seed=seed, image_size=int(recipe["image_size"]),
                     run_dir=run_dir if accelerator.is_main_process else None)
     resize = cfg.data.get("resize_shorter")
-    train_read, val_read = split.train_paths, split.val_paths
+    train_read, val_read = split.train_read, split.val_read
     if transform.kind == "precomputed":
-        report = precompute(transform, np.concatenate([split.train_paths, split.val_paths]),
+        report = precompute(transform, np.concatenate([split.train_read, split.val_read]),
                             np.concatenate([split.train_sha1, split.val_sha1]), cfg.cache_dir, resize,
                             accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone,
                             accelerator.is_local_main_process)
-        skipped += report.failed
+        skipped += _named_by_sample_id(report.failed, split)
         train_read = np.array([str(report.read_path(h)) for h in split.train_sha1], dtype=object)
         val_read = np.array([str(report.read_path(h)) for h in split.val_sha1], dtype=object)
         resize = None  # the cache is stored at the resized size already
@@ -256,6 +288,16 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     return results
 
 
+def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict[str, str]]:
+    """Failure rows name what was read (a shard locator for tar members); reports name the sample id."""
+    if not failed:
+        return failed
+    wanted = {f["path"] for f in failed}
+    ids = {r: i for r, i in zip(np.concatenate([split.train_read, split.val_read]),
+                                np.concatenate([split.train_paths, split.val_paths])) if r in wanted}
+    return [dict(f, path=str(ids.get(f["path"], f["path"]))) for f in failed]
+
+
 def _predictions_table(split: Split, ev, names: np.ndarray):
     import pyarrow as pa
 
@@ -276,11 +318,11 @@ def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
         data = OmegaConf.to_container(cfg.data, resolve=True)
         with state.main_process_first():
             indexes = index_datasets(resolve_datasets(data, Path(cfg.cache_dir)), Path(cfg.cache_dir), cfg.get("num_workers"))
-        paths = np.concatenate([ix.paths[ix.ok] for ix in indexes.values()])
+        paths = np.concatenate([ix.read_paths(ix.usable()) for ix in indexes.values()])
         sha1s = np.concatenate([ix.sha1[ix.ok] for ix in indexes.values()])
     else:
         split, _, _ = prepare_split(cfg, state)
-        paths = np.concatenate([split.train_paths, split.val_paths])
+        paths = np.concatenate([split.train_read, split.val_read])
         sha1s = np.concatenate([split.train_sha1, split.val_sha1])
     report = precompute(transform, paths, sha1s, cfg.cache_dir, cfg.data.get("resize_shorter"), state.process_index,
                         state.num_processes, state.wait_for_everyone, state.is_local_main_process)

@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from bias.images import ImageDecodeError, load_rgb
+from bias.images import ImageDecodeError
+from bias.sources import load_image
+from bias.strings import StringColumn
 from transforms.base import Transform
 
 SEED_SALT_TRAIN = 1
@@ -51,7 +53,7 @@ class EpochSampler(Sampler):
 
 
 class ImageDataset(Dataset):
-    """Reads `read_paths[i]` (the original file, or its precomputed transform), labels it `labels[i]`.
+    """Reads `read_paths[i]` (a file, a shard member, or its precomputed transform), labels it `labels[i]`.
 
     Per sample: decode -> image-stage transform -> augmentation to a [0, 1] tensor ->
     tensor-stage transform -> the group's normalisation.
@@ -73,8 +75,9 @@ class ImageDataset(Dataset):
         report_paths: Sequence[str] | None = None,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        self.read_paths = np.asarray(read_paths, dtype=object)
-        self.report_paths = np.asarray(report_paths if report_paths is not None else read_paths, dtype=object)
+        # packed, not a list of str: forked loader workers would otherwise copy them page by page
+        self.read_paths = StringColumn(read_paths)
+        self.report_paths = self.read_paths if report_paths is None else StringColumn(report_paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.transform, self.normalize = augment, transform, normalize
         self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter
@@ -91,9 +94,9 @@ class ImageDataset(Dataset):
         torch.manual_seed(s)
         generator = torch.Generator().manual_seed(s)
         item = {"label": int(self.labels[index]), "index": index, "ok": True, "reason": "",
-                "path": str(self.report_paths[index])}
+                "path": self.report_paths[index]}
         try:
-            image = load_rgb(self.read_paths[index], resize_shorter=self.resize_shorter)
+            image = load_image(self.read_paths[index], resize_shorter=self.resize_shorter)
         except ImageDecodeError as err:
             item.update(ok=False, reason=err.reason, image=torch.zeros(self.placeholder_shape))
             return item

@@ -148,13 +148,26 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
 TABLE_KEYS = ("rows", "table_out", "table", "examples")
 
 
+def example_samples(cfg, k: int) -> dict[str, list[str]]:
+    """The first `k` usable samples (in index order) of every dataset, from any data source."""
+    from omegaconf import OmegaConf
+
+    from bias.data import index_datasets
+    from bias.experiment import resolve_datasets
+
+    cache_dir = Path(cfg.cache_dir)
+    indexes = index_datasets(resolve_datasets(OmegaConf.to_container(cfg.data, resolve=True), cache_dir), cache_dir,
+                             cfg.get("num_workers"))
+    return {name: [str(p) for p in index.read_paths(index.usable()[:k])] for name, index in indexes.items()}
+
+
 def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
     """Run (or reuse) one classify run per row and seed, then write table.md, table.png and example grids."""
     from hydra import compose
     from omegaconf import OmegaConf
 
     from bias.distributed import partial_state
-    from bias.experiment import resolve_datasets, run_classification, run_dir_for, transform_from_config, validate
+    from bias.experiment import run_classification, run_dir_for, transform_from_config, validate
 
     keep = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") not in TABLE_KEYS
             and not o.lstrip("+~").startswith(("transform=", "transform.", "seeds=", "seed=", "out="))]
@@ -184,9 +197,7 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
     if cfg.get("examples"):
         from bias.examples import example_grid
 
-        folders = resolve_datasets(OmegaConf.to_container(cfg.data, resolve=True), Path(cfg.cache_dir))
-        samples = {name: sorted(str(p) for p in Path(folder).rglob("*.png"))[: int(cfg.examples)]
-                   for name, folder in folders.items()}
+        samples = example_samples(cfg, int(cfg.examples))
         for label, sub in configs:
             t = transform_from_config(OmegaConf.to_container(sub.transform, resolve=True))
             example_grid(t, samples, out / "examples" / f"{label.replace(' ', '_')}.png",

@@ -111,3 +111,15 @@ def test_recipe_normalize_overrides_depart_from_the_group_for_one_transform():
     assert normalizer(recipe, "b", "hog") is None
     assert normalizer({"groups": {"b": {"normalize": False}}, "normalize_overrides": {"x": True}}, "b", "x") is not None
     assert normalizer({"groups": {"b": {"normalize": True}}}, "b", "hog") is not None
+
+
+def test_string_column_packs_strings_without_python_objects_and_gives_them_back():
+    from bias.strings import StringColumn
+
+    strings = ["/data/a/0001.jpg", "", "tar:12:345:/d/é 00000.tar", "x" * 1000]
+    col = StringColumn(strings)
+    assert len(col) == 4 and list(col) == strings and col[-1] == strings[-1]
+    assert all(a.dtype != object for a in (col._data, col._offsets))
+    with pytest.raises(IndexError):
+        col[4]
+    assert len(StringColumn([])) == 0

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from bias.images import ImageDecodeError, load_rgb
+from bias.images import ImageDecodeError
+from bias.sources import load_image
 from transforms.base import Transform
 
 
@@ -98,7 +99,7 @@ def precompute(
             reused += 1
             continue
         try:
-            result = transform.apply_image(load_rgb(unique[sha], resize_shorter=resize_shorter))
+            result = transform.apply_image(load_image(unique[sha], resize_shorter=resize_shorter))
         except ImageDecodeError as err:
             failed.append({"path": unique[sha], "reason": err.reason, "stage": "transform"})
             continue
