@@ -1,0 +1,497 @@
+"""The memorization study: one config in, a run directory with samples, metrics, figures and a verdict out.
+
+    python scripts/memorize.py task=mnist1d_mlp generator=pdiff
+
+`run_study` (what the script calls):
+
+1. builds the zoo of the task, or reuses the file in ``<cache_dir>/zoos/`` built from the same
+   config (`memorization.zoo.build_zoo` for classification tasks, `memorization.fields.build_field_zoo`
+   for neural-field tasks, ``task.kind: fields``); the regime is the generator's published one
+   (P-diff: consecutive steps; the others: independent runs) unless ``zoo.regime`` says otherwise;
+2. fits the generator (seed ``seed``) and samples ``num_samples`` models (seeded);
+3. runs the baselines of the reference (`NOISE_PROTOCOL`): training + noise at the method's
+   published sigma pair, averages of ``average_k`` random training models, a per-coordinate
+   Gaussian, optionally the copy control. Baselines are fitted on the generator's *reference* set,
+   the set novelty is measured against (the training weights; Hyper-Representations: the
+   autoencoder's reconstructions, as published);
+4. evaluates every group: accuracy and error masks, max error-IoU similarity to the reference set
+   and min L2 to it (training vs training: self excluded); for neural fields, Chamfer novelty
+   (min CD to the training shapes) and quality (min CD to held-out test shapes) instead;
+5. writes ``samples.safetensors``, ``metrics.json``, ``report.md`` (table, published numbers,
+   verdict by the rule of `memorization.report.decide_verdict`) and the figures.
+
+Every random choice (fit, sampling, baselines, plotted subsets, heatmap indices, t-SNE) uses a
+seed derived from ``seed`` by `derive_seed`, and all of them are recorded in ``metrics.json``.
+The run directory is a function of the config (no timestamps); a finished run is reused, and a
+directory holding a different config is refused.
+
+G.pt noise scale: the study adds its G.pt noise (sigma 0.05 / 0.1) in G.pt's normalised parameter
+space and quotes a factor 4.185 between that space and raw weights (normalised = raw x 4.185,
+i.e. a raw std of about 1/4.185 = 0.239). Our G.pt normalises with a fitted `Standardizer`
+(``normalize: global``: one mean and std over all coordinates of its training checkpoints), so
+its normalised space is raw / std; the consistent baseline adds raw noise of std ``sigma x std``,
+i.e. ``scale = std`` of the fitted generator (``norm_.std``; for ``normalize: coordinate`` the mean
+of the per-coordinate stds). ``metrics.json`` records the scale and the implied factor 1 / std
+beside the published 4.185.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from memorization.zoo.store import Zoo, _plain, config_hash
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "memorize"
+RUNTIME_KEYS = ("out", "cache_dir", "progress", "print_config")
+PUBLISHED_GPT_FACTOR = 4.185
+
+
+class StudyConfigError(ValueError):
+    """The study config or run directory is inconsistent; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class NoiseProtocol:
+    """The published noise baseline of one method: sigma pair and the space it is added in."""
+
+    sigmas: tuple[float, float]
+    space: str          # "raw": parameter units; "normalised": the generator's normalised space (norm_.std)
+    note: str
+
+
+NOISE_PROTOCOL: dict[str, NoiseProtocol] = {
+    "hyperreps": NoiseProtocol((0.02, 0.04), "raw", "added to the autoencoder's reconstructions (published)"),
+    "gpt": NoiseProtocol((0.05, 0.1), "normalised", "in G.pt's normalised space (published x4.185); raw std = "
+                                                      "sigma x the fitted normalisation std"),
+    "hyperdiffusion": NoiseProtocol((0.02, 0.04), "raw", "published"),
+    "pdiff": NoiseProtocol((0.06, 0.12), "raw", "published"),
+}
+DEFAULT_NOISE = NoiseProtocol((0.02, 0.04), "raw", "not a published method; Hyper-Reps' / HyperDiffusion's pair")
+DEFAULT_REGIME = {"pdiff": "steps"}  # published regimes; every other generator: independent runs
+
+
+def register_resolvers() -> None:
+    """``${memorize_config_dir:}`` (configs/memorize, where the task/generator/study groups live)."""
+    if not OmegaConf.has_resolver("memorize_config_dir"):
+        OmegaConf.register_new_resolver("memorize_config_dir", lambda: str(CONFIG_DIR))
+
+
+def derive_seed(seed: int, tag: str) -> int:
+    """A 31-bit seed for one named random choice of a run (stable across versions and platforms)."""
+    state = np.random.SeedSequence([int(seed), zlib.crc32(tag.encode())]).generate_state(1, dtype=np.uint32)
+    return int(state[0] >> 1)
+
+
+# -- config -> identity ---------------------------------------------------------------------------
+def study_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the config that changes results (not where files go, bars or devices)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else _plain(cfg)
+    plain = json.loads(json.dumps(plain))
+    for key in RUNTIME_KEYS:
+        plain.pop(key, None)
+    plain.get("generator", {}).pop("progress", None)
+    for key in ("device", "group_size"):
+        plain.get("zoo", {}).pop(key, None)
+    return plain
+
+
+def run_dir_for(cfg: DictConfig, names: Mapping[str, str] | None = None) -> Path:
+    """``out`` if given, else ``runs/memorize/<task>/<generator>-<config hash>/seed<seed>``."""
+    if cfg.get("out"):
+        return Path(cfg.out)
+    names = names or {}
+    task = names.get("task") or _task_label(cfg)
+    generator = names.get("generator") or str(cfg.generator.name)
+    return Path("runs") / "memorize" / task / f"{generator}-{config_hash(study_config(cfg))[:8]}" / f"seed{int(cfg.seed)}"
+
+
+def _task_label(cfg: DictConfig) -> str:
+    arch = cfg.task.get("arch") or {}
+    return f"{cfg.task.task}_{arch.get('name', '')}".rstrip("_")
+
+
+def _container(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+# -- zoos ---------------------------------------------------------------------------------------
+@dataclass
+class ZooBuild:
+    zoo: Zoo
+    path: Path
+    reused: bool
+    regime: str
+    kind: str
+    test_shapes: list | None = None   # fields only: held-out shapes for the quality metric
+
+
+def classification_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBuild:
+    from memorization.zoo.build import build_zoo, zoo_config
+
+    task = _container(cfg.task)
+    task.pop("kind", None)
+    regimes = task.pop("regimes", None) or {}
+    regime = cfg.zoo.regime or DEFAULT_REGIME.get(str(cfg.generator.name), "runs")
+    if regime not in regimes:
+        raise StudyConfigError(f"task {task.get('task')!r} has no regime {regime!r} (it has {sorted(regimes)}); "
+                               "set zoo.regime=runs or zoo.regime=steps")
+    kwargs = {**task, **regimes[regime]}
+    kwargs["recipe"] = {**(kwargs.get("recipe") or {}), **_container(cfg.zoo.recipe)}
+    if cfg.zoo.n_models is not None:
+        kwargs["n_models"] = int(cfg.zoo.n_models)
+    if cfg.zoo.checkpoints_per_run is not None:
+        if regime != "runs":
+            raise StudyConfigError("zoo.checkpoints_per_run applies to the runs regime only")
+        kwargs["checkpoints_per_run"] = int(cfg.zoo.checkpoints_per_run)
+    kwargs.update(regime=regime, seed=int(cfg.zoo.seed))
+    digest = config_hash(zoo_config(**{k: kwargs[k] for k in ("task", "arch", "regime", "n_models", "seed")},
+                                    **{k: kwargs.get(k) for k in ("task_kwargs", "recipe", "subset", "finetune_lr")},
+                                    checkpoints_per_run=kwargs.get("checkpoints_per_run", 1)))
+    path = zoo_dir / f"{kwargs['task']}-{kwargs['arch']['name']}-{regime}-{digest}.safetensors"
+    reused = path.exists()
+    zoo = build_zoo(**kwargs, out=path, device=cfg.zoo.device, group_size=cfg.zoo.group_size, progress=progress)
+    return ZooBuild(zoo, path, reused, regime, "classification")
+
+
+def fields_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBuild:
+    from memorization.fields import FieldFitConfig, build_field_zoo, random_shapes
+
+    task = _container(cfg.task)
+    if cfg.zoo.regime not in (None, "fields"):
+        raise StudyConfigError(f"neural-field tasks have one regime ('fields'), not {cfg.zoo.regime!r}")
+    n = int(cfg.zoo.n_models or task["n_shapes"])
+    seed = int(cfg.zoo.seed)
+    fit = FieldFitConfig(**{**task.get("fit", {}), "seed": seed})
+    kinds = list(task.get("kinds") or [])
+    expected = {"n_shapes": n, "dim": int(task["dim"]), "seed": seed, "kinds": kinds, "fit": dataclasses.asdict(fit)}
+    expected = json.loads(json.dumps(expected))
+    digest = config_hash(expected)
+    path = zoo_dir / f"{task['task']}-{digest}.safetensors"
+    reused = path.exists()
+    if reused:
+        zoo = Zoo.load(path)
+        if json.loads(json.dumps(zoo.config)) != expected:
+            raise StudyConfigError(f"{path} holds a field zoo of another config; delete it to rebuild")
+    else:
+        zoo = build_field_zoo(n, int(task["dim"]), seed, kinds or None, fit, str(cfg.zoo.device or "cpu"), progress)
+        zoo.save(path)
+    test_seed = derive_seed(seed, "test_shapes")
+    test_shapes = random_shapes(int(task.get("n_test_shapes", 50)), int(task["dim"]), test_seed, kinds or None)
+    return ZooBuild(zoo, path, reused, "fields", "fields", test_shapes)
+
+
+ZOO_SOURCES: dict[str, Callable[[DictConfig, Path, bool], ZooBuild]] = {
+    "classification": classification_zoo,
+    "fields": fields_zoo,
+}
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+class ClassificationEvaluator:
+    """Accuracy, error masks, max error-IoU similarity and min L2 of parameter vectors against a reference set."""
+
+    kind = "classification"
+    quality_label, closeness_label = "test accuracy", "max similarity to training (error IoU)"
+
+    def __init__(self, zoo: Zoo, reference: Tensor, chunk: int, device: Any = None) -> None:
+        self.zoo, self.reference, self.chunk, self.device = zoo, reference, int(chunk), device
+        self.task = zoo.get_task()
+        if reference is zoo.params:
+            self.ref_accuracy, self.ref_masks = zoo.accuracy, zoo.error_masks
+        else:
+            self.ref_accuracy, self.ref_masks = zoo.evaluate(reference, chunk=self.chunk, device=device, task=self.task)
+
+    def __call__(self, params: Tensor, exclude_self: bool = False, self_index: Tensor | None = None,
+                 precomputed: tuple[Tensor, Tensor] | None = None) -> dict[str, np.ndarray]:
+        from memorization.metrics import max_similarity, min_l2
+
+        acc, masks = precomputed or self.zoo.evaluate(params, chunk=self.chunk, device=self.device, task=self.task)
+        sim, sim_idx = max_similarity(masks, self.ref_masks, exclude_self, self_index)
+        l2, l2_idx = min_l2(params, self.reference, exclude_self, self_index)
+        return {"accuracy": acc.numpy(), "max_similarity": sim.numpy(), "nearest_behaviour": sim_idx.numpy(),
+                "min_l2": l2.numpy(), "nearest": l2_idx.numpy(), "quality": acc.numpy(), "closeness": sim.numpy()}
+
+    def reference_metrics(self) -> dict[str, np.ndarray]:
+        return self(self.reference, exclude_self=True, precomputed=(self.ref_accuracy, self.ref_masks))
+
+
+class FieldsEvaluator:
+    """Chamfer novelty (min CD to the training shapes) and quality (min CD to held-out test shapes).
+
+    Fields whose logits never cross 0 on the grid have no surface: they are counted (``empty``)
+    and get NaN Chamfer values; reference fields without a surface are left out of the reference.
+    For the verdict, ``quality = -CD_quality / mean training CD_quality`` and ``closeness =
+    -CD_novelty / mean training CD_novelty`` (unitless, higher = better / closer), so the
+    tolerances of the rule are relative to the training set's own values.
+    """
+
+    kind = "fields"
+    quality_label, closeness_label = "min Chamfer to test shapes", "min Chamfer to training"
+
+    def __init__(self, zoo: Zoo, reference: Tensor, test_shapes: list, n_points: int, resolution: int,
+                 seed: int, progress: bool = True) -> None:
+        from memorization.fields import shape_surface_points
+
+        self.zoo, self.reference, self.n_points, self.resolution, self.seed = zoo, reference, n_points, resolution, seed
+        self.progress = progress
+        self.ref_points, self.ref_ok = self.surfaces(reference, "reference")
+        if int(self.ref_ok.sum()) < 2:
+            raise StudyConfigError(f"only {int(self.ref_ok.sum())} of {len(reference)} training fields have a surface on "
+                                   "the grid; fit the fields longer (task.fit.steps, task.fit.first_steps)")
+        self.test_points = shape_surface_points(test_shapes, n_points, resolution, seed)
+        self.scale_quality = self.scale_novelty = 1.0
+
+    def surfaces(self, params: Tensor, desc: str) -> tuple[Tensor, Tensor]:
+        from memorization.fields import field_surface_points
+
+        pts, ok = [], []
+        for a in tqdm(range(0, len(params), 64), desc=f"surfaces ({desc})", leave=False, disable=not self.progress):
+            p, o = field_surface_points(self.zoo.arch, params[a:a + 64], self.n_points, self.resolution, self.seed + a)
+            pts.append(p)
+            ok.append(o)
+        return torch.cat(pts), torch.cat(ok)
+
+    def __call__(self, params: Tensor, exclude_self: bool = False, self_index: Tensor | None = None,
+                 desc: str = "") -> dict[str, np.ndarray]:
+        from memorization.metrics import min_l2
+        from memorization.metrics.fields import pairwise_chamfer
+
+        n = len(params)
+        pts, ok = (self.ref_points, self.ref_ok) if exclude_self else self.surfaces(params, desc)
+        novelty, quality = np.full(n, np.nan), np.full(n, np.nan)
+        nearest_shape = np.full(n, -1)
+        rows, ref_rows = ok.nonzero().flatten(), self.ref_ok.nonzero().flatten()
+        if len(rows):
+            d = pairwise_chamfer(pts[rows], self.ref_points[ref_rows])
+            skip = rows if exclude_self else (torch.as_tensor(self_index)[rows] if self_index is not None else None)
+            if skip is not None:
+                same = skip[:, None] == ref_rows[None, :]
+                d = d.masked_fill(same, float("inf"))
+            v, j = d.min(1)
+            v = torch.where(torch.isinf(v), torch.nan, v)  # nothing left to compare with
+            novelty[rows.numpy()] = v.numpy()
+            nearest_shape[rows.numpy()] = ref_rows[j].numpy()
+            to_test = pairwise_chamfer(pts[rows], self.test_points)
+            quality[rows.numpy()] = to_test.min(1).values.numpy()
+            mmd = float(to_test.min(0).values.mean())  # minimum matching distance of the test shapes
+        else:
+            mmd = float("nan")
+        l2, l2_idx = min_l2(params, self.reference, exclude_self, self_index)
+        return {"chamfer_novelty": novelty, "chamfer_quality": quality, "nearest_behaviour": nearest_shape,
+                "empty": (~ok).numpy(), "mmd": np.array([mmd]), "min_l2": l2.numpy(), "nearest": l2_idx.numpy(),
+                "quality": -quality / self.scale_quality, "closeness": -novelty / self.scale_novelty}
+
+    def reference_metrics(self) -> dict[str, np.ndarray]:
+        out = self(self.reference, exclude_self=True)
+        self.scale_quality = float(np.nanmean(out["chamfer_quality"]))
+        self.scale_novelty = float(np.nanmean(out["chamfer_novelty"]))
+        out["quality"] = -out["chamfer_quality"] / self.scale_quality
+        out["closeness"] = -out["chamfer_novelty"] / self.scale_novelty
+        return out
+
+
+# -- groups ---------------------------------------------------------------------------------------
+@dataclass
+class Group:
+    key: str                  # metrics.json key: training, generated, noise_0.06, average, ...
+    label: str                # legends and the report table
+    role: str                 # training | generated | noise | baseline | control | original
+    params: Tensor
+    metrics: dict[str, np.ndarray]
+    seed: int | None = None
+    picks: Any = None         # what a baseline sampler picked (training indices), recorded
+
+
+def reference_zoo(generator: Any, zoo: Zoo) -> Zoo:
+    """The models the generator was trained on: the zoo, less any runs it held out (G.pt's ``train_indices_``).
+
+    Held-out runs only provide G.pt's sampling starts; a sample that lands near a held-out run's
+    later checkpoint has generalised, not memorised, so they are not part of the reference set
+    (nor of the baselines, which perturb, average or fit the training checkpoints).
+    """
+    index = getattr(generator, "train_indices_", None)
+    return zoo if index is None or len(index) == len(zoo) else zoo.subset(index)
+
+
+def noise_scale(generator: Any, protocol: NoiseProtocol, configured: float | None) -> float:
+    """Raw noise std per unit sigma: ``configured``, else 1 (raw), else the generator's normalisation std."""
+    if configured is not None:
+        return float(configured)
+    if protocol.space == "raw":
+        return 1.0
+    norm = getattr(generator, "norm_", None)
+    if norm is None:
+        raise StudyConfigError(f"{generator.name} has no fitted normalisation (norm_); set baselines.noise_scale")
+    return float(norm.std.float().mean())
+
+
+def _summary(group: Group) -> dict[str, Any]:
+    m = group.metrics
+
+    def stats(name: str) -> dict[str, float]:
+        v = np.asarray(m[name], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return {f"{name}_mean": float("nan"), f"{name}_std": float("nan"), f"{name}_median": float("nan")}
+        return {f"{name}_mean": float(v.mean()), f"{name}_std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                f"{name}_median": float(np.median(v))}
+
+    out: dict[str, Any] = {"label": group.label, "role": group.role, "n": int(len(group.params))}
+    for name in ("accuracy", "max_similarity", "chamfer_novelty", "chamfer_quality", "min_l2", "quality", "closeness"):
+        if name in m:
+            out.update(stats(name))
+    if "empty" in m:
+        out["n_empty"] = int(np.sum(m["empty"]))
+    if "mmd" in m:
+        out["mmd"] = float(m["mmd"][0])
+    return out
+
+
+# -- the study ----------------------------------------------------------------------------------
+def _generator_params(cfg: DictConfig, progress: bool) -> dict[str, Any]:
+    params = _container(cfg.generator)
+    params.pop("name", None)
+    if "progress" in params:
+        params["progress"] = bool(params["progress"]) and progress
+    return params
+
+
+def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run (or reuse) one study; returns the contents of ``metrics.json``."""
+    from memorization.generators import create_generator
+    from memorization.report import decide_verdict, write_figures, write_report
+
+    run_dir = run_dir_for(cfg, names)
+    expected = study_config(cfg)
+    saved = run_dir / "experiment.json"
+    if saved.exists() and json.loads(saved.read_text()) != expected:
+        raise StudyConfigError(f"{run_dir} holds a study of a different configuration; choose another out=DIR "
+                               "or delete that folder")
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        print(f"reusing finished study {run_dir}: verdict '{metrics['verdict']['verdict']}'")
+        return metrics
+
+    kind = str(cfg.task.get("kind", "classification"))
+    if kind not in ZOO_SOURCES:
+        raise StudyConfigError(f"unknown task kind {kind!r}; choose one of {sorted(ZOO_SOURCES)}")
+    gen_name, progress = str(cfg.generator.name), bool(cfg.progress)
+    generator = create_generator(gen_name, **_generator_params(cfg, progress))  # bad parameters fail before training
+    timings: dict[str, float] = {}
+    seeds = {"fit": int(cfg.seed), "sample": derive_seed(cfg.seed, "sample"), "plots": derive_seed(cfg.seed, "plots"),
+             "zoo": int(cfg.zoo.seed)}
+
+    t0 = time.time()
+    built = ZOO_SOURCES[kind](cfg, Path(cfg.cache_dir) / "zoos", progress)
+    zoo = built.zoo
+    timings["zoo"] = time.time() - t0
+    print(f"{'reusing' if built.reused else 'built'} zoo {built.path} ({len(zoo)} models, {zoo.spec.numel()} params, "
+          f"regime {built.regime})")
+
+    t0 = time.time()
+    generator.fit(zoo, seed=seeds["fit"])
+    timings["fit"] = time.time() - t0
+    t0 = time.time()
+    samples = generator.sample(cfg.num_samples, seed=seeds["sample"])
+    timings["sample"] = time.time() - t0
+    generated_picks = _plain(generator.last_sample)
+    trained_on = reference_zoo(generator, zoo)
+    reference = generator.reference_params(trained_on)
+    reference_differs = reference is not trained_on.params
+
+    t0 = time.time()
+    if kind == "fields":
+        evaluator: Any = FieldsEvaluator(trained_on, reference, built.test_shapes, int(cfg.fields.points),
+                                         int(cfg.fields.resolution), derive_seed(cfg.seed, "surfaces"), progress)
+    else:
+        evaluator = ClassificationEvaluator(trained_on, reference, int(cfg.metrics.chunk), cfg.zoo.device)
+    groups = [Group("training", "training (AE reconstructions)" if reference_differs else "training", "training",
+                    reference, evaluator.reference_metrics())]
+    if reference_differs:
+        groups.append(Group("training_original", "training (original weights)", "original", trained_on.params,
+                            evaluator(trained_on.params, self_index=torch.arange(len(trained_on)),
+                                      **_desc(kind, "original"))))
+    groups.append(Group("generated", f"generated ({gen_name})", "generated", samples,
+                        evaluator(samples, **_desc(kind, "generated")), seeds["sample"], generated_picks))
+
+    protocol = NOISE_PROTOCOL.get(gen_name, DEFAULT_NOISE)
+    sigmas = [float(s) for s in (cfg.baselines.noise_sigmas or protocol.sigmas)]
+    scale = noise_scale(generator, protocol, cfg.baselines.noise_scale)
+    ref_zoo = dataclasses.replace(trained_on, params=reference) if reference_differs else trained_on
+    nb = int(cfg.baselines.num_samples)
+    specs = [(f"noise_{s:g}", f"noise sigma={s:g}", "noise", "noise", {"sigma": s, "scale": scale}) for s in sigmas]
+    specs += [("average", f"average (k={int(cfg.baselines.average_k)})", "baseline", "average",
+               {"k": min(int(cfg.baselines.average_k), len(trained_on))}), ("gaussian", "gaussian", "baseline", "gaussian", {})]
+    if cfg.baselines.copy_control:
+        specs.append(("copy", "copy (control)", "control", "copy", {}))
+    for key, label, role, name, params in tqdm(specs, desc="baselines", leave=False, disable=not progress):
+        seed = derive_seed(cfg.seed, key)
+        base = create_generator(name, **params).fit(ref_zoo, seed=seed)
+        p = base.sample(nb, seed=seed)
+        groups.append(Group(key, label, role, p, evaluator(p, **_desc(kind, key)), seed, _plain(base.last_sample)))
+    timings["evaluate"] = time.time() - t0
+
+    summary = {g.key: _summary(g) for g in groups}
+    noise_keys = [g.key for g in groups if g.role == "noise"]
+    other_keys = [g.key for g in groups if g.role == "baseline"]
+    verdict = decide_verdict(summary, noise_keys, other_keys, tol_quality=float(cfg.verdict.tol_quality),
+                             tol_closeness=float(cfg.verdict.tol_closeness))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _save_samples(run_dir / "samples.safetensors", groups)
+    t0 = time.time()
+    figures, figure_seeds = write_figures(run_dir, groups, zoo, evaluator, cfg, seeds["plots"])
+    timings["figures"] = time.time() - t0
+    seeds.update(figure_seeds)
+    seeds["baselines"] = {g.key: g.seed for g in groups if g.role in ("noise", "baseline", "control")}
+    metrics = {
+        "task": names.get("task") if names else _task_label(cfg), "generator": gen_name, "kind": kind,
+        "verdict": verdict, "groups": summary,
+        "zoo": {"path": str(built.path), "reused": built.reused, "hash": zoo.hash, "regime": built.regime,
+                "n_models": len(zoo), "num_params": zoo.spec.numel(), "task": zoo.task, "arch": zoo.arch,
+                "trained_on": len(trained_on)},
+        "reference": ("autoencoder reconstructions of the training weights" if reference_differs else "training weights")
+        + (f" (the {len(trained_on)} checkpoints the generator was trained on; {len(zoo) - len(trained_on)} of "
+           "held-out runs left out)" if len(trained_on) < len(zoo) else ""),
+        "noise": {"sigmas": sigmas, "scale": scale, "space": protocol.space, "note": protocol.note,
+                  "implied_factor": (1.0 / scale) if protocol.space == "normalised" else None,
+                  "published_factor": PUBLISHED_GPT_FACTOR if gen_name == "gpt" else None},
+        "generator_params": _plain(generator.params()), "seeds": seeds,
+        "picks": {g.key: g.picks for g in groups if g.picks is not None},
+        "figures": figures, "timings_s": timings,
+    }
+    write_report(run_dir / "report.md", metrics, evaluator)
+    from bias.results import write_json
+
+    write_json(expected, saved)
+    write_json(metrics, metrics_file)
+    print(f"verdict: {verdict['verdict']} -- {verdict['reason']}\n  report: {run_dir / 'report.md'}")
+    return metrics
+
+
+def _desc(kind: str, name: str) -> dict[str, str]:
+    return {"desc": name} if kind == "fields" else {}
+
+
+def _save_samples(path: Path, groups: list[Group]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {g.key: g.params.detach().cpu().float().contiguous() for g in groups
+               if g.role not in ("training", "original")}
+    meta = {g.key: {"label": g.label, "seed": g.seed} for g in groups if g.key in tensors}
+    save_file(tensors, str(path), metadata={"groups": json.dumps(meta)})
