@@ -268,3 +268,22 @@ def test_diffusion_generator_learns_a_two_point_training_set():
     assert float(dist.median()) < 0.05 * separation
     assert float(dist.quantile(0.9)) < 0.15 * separation
     assert 0.25 < float(nearest.float().mean()) < 0.75
+
+
+def test_hyperdiffusion_samples_stay_at_the_scale_of_a_field_zoo():
+    """An under-trained eps-denoiser over a 1,000-step chain: without the x0 clamp the samples' norms blow up
+    (the CPU-scale study saw 250-2,500 against ~12); with it (the default) they stay near the training norm."""
+    from memorization.fields import FieldFitConfig, build_field_zoo
+
+    zoo = build_field_zoo(6, dim=2, seed=0, progress=False,
+                          cfg=FieldFitConfig(hidden=[16, 16], n_frequencies=2, points_per_step=1024, lr=3e-3,
+                                             steps=40, first_steps=150))
+    train_norm = float(zoo.params.norm(dim=1).median())
+    kw = dict(chunk_size=32, d_model=32, depth=1, heads=2, steps=60, lr=1e-3, batch_size=6, num_timesteps=1000,
+              device="cpu", progress=False)
+    gen = create_generator("hyperdiffusion", **kw).fit(zoo, seed=0)
+    assert gen.clip_x0
+    norms = gen.sample(16, seed=1).norm(dim=1)
+    assert float(norms.max()) < 1.5 * train_norm
+    gen.clip_x0 = False
+    assert float(gen.sample(16, seed=1).norm(dim=1).median()) > 5 * train_norm

@@ -86,6 +86,14 @@ class GaussianDiffusion(nn.Module):
     ``prediction="eps"``: the network predicts the added noise (P-diff, HyperDiffusion);
     ``"x0"``: it predicts the clean sample (G.pt). Sampling is ancestral with the posterior
     variance beta_tilde; the network is called as ``model(x_t, t, cond)`` with ``t`` a long tensor.
+
+    ``sample(..., clip=(lo, hi))`` clamps the x0 estimate of every step to ``[lo, hi]`` (tensors
+    broadcastable to the sample, e.g. the per-coordinate range of the normalised training data)
+    before forming the posterior mean, as Ho et al. clip to [-1, 1] for images. With "eps"
+    prediction, x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) amplifies any error of the
+    network by 1 / sqrt(abar_t) (~157 at t = T for the default schedule), and a denoiser that
+    under-predicts the noise makes x grow by up to that factor over the chain; the clamp keeps
+    the chain on the data's range.
     """
 
     def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2,
@@ -124,7 +132,8 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, model: Callable[..., Tensor], shape: tuple[int, ...], cond=None, *, device: torch.device,
-               generator: torch.Generator | None = None, progress: bool = True, desc: str = "ddpm sampling") -> Tensor:
+               generator: torch.Generator | None = None, progress: bool = True, desc: str = "ddpm sampling",
+               clip: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = torch.randn(shape, device=device, generator=generator)
         for step in tqdm(range(self.num_steps - 1, -1, -1), desc=desc, leave=False, disable=not progress):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
@@ -133,6 +142,8 @@ class GaussianDiffusion(nn.Module):
                 x0 = (x - self._at(self.sqrt_1m_abar, t, x.ndim) * out) / self._at(self.sqrt_abar, t, x.ndim)
             else:
                 x0 = out
+            if clip is not None:
+                x0 = torch.clamp(x0, clip[0], clip[1])
             mean = self._at(self.post_c0, t, x.ndim) * x0 + self._at(self.post_ct, t, x.ndim) * x
             if step > 0:
                 noise = torch.randn(shape, device=device, generator=generator)
