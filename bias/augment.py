@@ -53,8 +53,33 @@ def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Imag
 
         hparams = {"translate_const": int(size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
                    "interpolation": Image.BICUBIC}
-        steps.append(rand_augment_transform(str(spec["randaugment"]), hparams))
+        steps.append(posterize_to_zero_bits(rand_augment_transform(str(spec["randaugment"]), hparams)))
     return T.Compose([*steps, T.ToTensor()])
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """Keep the `bits_to_keep` most significant bits; 0 bits gives a black image, as Pillow < 13 did."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    from PIL import ImageOps
+
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def posterize_to_zero_bits(rand_augment: Any) -> Any:
+    """Let timm's RandAugment posterize to 0 bits again.
+
+    With `inc1` the posterize level is `4 - int(magnitude / 10 * 4)`, which is 0 whenever the
+    sampled magnitude (m9, std 0.5, clipped to 10) reaches 10; Pillow 13 raises on 0 bits where
+    older versions returned a black image, so training with `recipe=paper` would crash now and
+    then. This swaps in a posterize with the old behaviour, leaving every other op alone.
+    """
+    for op in getattr(rand_augment, "ops", []):
+        if op.name.startswith("Posterize"):
+            op.aug_fn = _posterize
+    return rand_augment
 
 
 def eval_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:

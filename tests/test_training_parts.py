@@ -123,3 +123,24 @@ def test_string_column_packs_strings_without_python_objects_and_gives_them_back(
     with pytest.raises(IndexError):
         col[4]
     assert len(StringColumn([])) == 0
+
+
+def test_paper_randaugment_survives_posterize_to_zero_bits():
+    """m9 mstd0.5 inc1 reaches magnitude 10, i.e. posterize to 0 bits, which Pillow 13 rejects."""
+    import random
+
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from bias.augment import _posterize, train_augment
+    from tests.conftest import ROOT
+
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
+    recipe["image_size"] = 32
+    augment = train_augment(recipe, "a")
+    image = Image.new("RGB", (40, 40), (200, 120, 30))
+    random.seed(0)
+    for _ in range(400):  # P(posterize at magnitude 10 in one call) is about 2/16 x 2.3%: ~1 hit per 35 calls
+        assert augment(image).shape == (3, 32, 32)
+    assert _posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert _posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)
