@@ -24,15 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from measure import sync  # noqa: E402  (benchmarks/measure.py)
+
 from memorization.zoo.tasks import get_task  # noqa: E402
 from memorization.zoo.training import ZooRecipe, train_single, train_vectorised  # noqa: E402
 
 ARCHS = {"mlp": {"name": "mlp", "hidden": [32]}, "cnn": {"name": "hyperrep_cnn"}}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:

@@ -29,3 +29,11 @@ def run_step(script: str, args: list[str]) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work before reading a timer (no-op on CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()

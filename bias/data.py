@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bias.index import build_index
-
 
 class DataConfigError(ValueError):
     """The data configuration cannot work; the message says what to change."""
@@ -94,9 +92,8 @@ def check_folders(folders: Mapping[str, str]) -> dict[str, Path]:
 
 
 def index_datasets(sources: Mapping[str, Any], cache_dir: Path, num_workers: int | None = None) -> dict[str, Any]:
-    """One checked index per dataset: a folder (a path) or a `bias.sources` source (anything with `.index`)."""
-    return {name: src.index(cache_dir, num_workers) if hasattr(src, "index")
-            else build_index(src, cache_dir, num_workers, desc=f"indexing {name}") for name, src in sources.items()}
+    """One checked index per dataset, from its `bias.sources` source."""
+    return {name: src.index(cache_dir, num_workers) for name, src in sources.items()}
 
 
 @dataclass

@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from bias.images import ImageDecodeError
+from bias.sources import load_image  # a file path or a shard member locator, read as training reads it
 
 PHASH_VERSION = 1
 HASH_SIZE = 32
@@ -88,16 +89,10 @@ def phash_image(image: np.ndarray) -> int:
     return int(phash_gray32(gray32(image)))
 
 
-def _loader():
-    from bias.sources import load_image  # a file path or a shard member locator, read as training reads it
-
-    return load_image
-
-
 def phash_file(path: str | os.PathLike) -> tuple[int, str]:
     """``(hash, "")``, or ``(0, reason)`` when the file cannot be decoded."""
     try:
-        return phash_image(_loader()(path, resize_shorter=DECODE_SHORTER)), ""
+        return phash_image(load_image(path, resize_shorter=DECODE_SHORTER)), ""
     except ImageDecodeError as err:
         return 0, err.reason
 

@@ -59,6 +59,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from bias.results import write_json
+
 SAMPLE_VERSION = 1
 URLS_FILE = "urls.parquet"
 SAMPLE_FILE = "sample.json"
@@ -282,10 +284,8 @@ class ParquetReader(MetadataReader):
             pf = pq.ParquetFile(f)
             group_rows = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
             bounds = start + np.concatenate([[0], np.cumsum(group_rows, dtype=np.int64)])
-            lo, hi = np.searchsorted(rows, [bounds[0], bounds[-1]])
             for g in range(len(group_rows)):
                 a, b = np.searchsorted(rows, [bounds[g], bounds[g + 1]])
-                a, b = max(a, lo), min(b, hi)
                 if a == b:
                     continue
                 table = pf.read_row_group(g, columns=columns)
@@ -474,7 +474,7 @@ def write_url_sample(reader: MetadataReader, out: str | os.PathLike, num_urls: i
         "extra_columns": extra_columns,
         "sampling_time_s": round(time.time() - start, 2),
     }
-    info_file.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(info, info_file)
     return UrlSample(urls_file, info, reused=False)
 
 
@@ -647,7 +647,7 @@ def download_dataset(dataset: str, metadata: str | os.PathLike, out: str | os.Pa
     if min_downloaded is not None:
         report["min_downloaded"] = int(min_downloaded)
         report["enough"] = report["downloaded"] >= int(min_downloaded)
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(report, out / REPORT_FILE)
     print(f"{dataset}: {report['downloaded']} of {report['requested']} downloaded "
           f"({100 * report['success_rate']:.1f}%), {report['failed_to_download']} failed to download, "
           f"{report['failed_to_resize']} failed to decode/resize -> {out / REPORT_FILE}")

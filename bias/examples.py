@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bias.sources import load_image
 from transforms.base import Transform
 
 
@@ -52,8 +53,6 @@ def example_grid(transform: Transform, samples: Mapping[str, Sequence[str]], pat
                 top.axis("off")
                 bottom.axis("off")
                 continue
-            from bias.sources import load_image
-
             image = load_image(paths[c], resize_shorter=resize_shorter)
             view = transformed_view(transform, image, size, seed + c)
             top.imshow(image)

@@ -111,14 +111,20 @@ def _missing_keys(node: Any, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if node == "???" else []
 
 
-def _folders_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
-    return check_folders(parse_dataset_paths(data.get("paths")))
+def _as_folder_sources(folders: Mapping[str, Path]) -> dict[str, Any]:
+    from bias.sources.files import FolderSource
+
+    return {name: FolderSource(name=name, path=str(folder)) for name, folder in folders.items()}
 
 
-def _planted_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Path]:
+def _folders_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
+    return _as_folder_sources(check_folders(parse_dataset_paths(data.get("paths"))))
+
+
+def _planted_source(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
     from bias.planted import ensure_planted
 
-    return ensure_planted(data["generator"], cache_dir)
+    return _as_folder_sources(ensure_planted(data["generator"], cache_dir))
 
 
 def _sources(data: Mapping[str, Any], cache_dir: Path | None = None) -> dict[str, Any]:
@@ -132,7 +138,7 @@ DATA_SOURCES = {"folders": _folders_source, "planted": _planted_source, "sources
 
 
 def resolve_datasets(data: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
-    """Dataset name -> what `index_datasets` indexes: a folder path, or a `bias.sources.Source`."""
+    """Dataset name -> the `bias.sources.Source` that `index_datasets` indexes."""
     return DATA_SOURCES[str(data.get("kind", "folders"))](data, cache_dir)
 
 

@@ -379,7 +379,7 @@ def write_figures(run_dir: Path, groups: Sequence[Any], zoo, evaluator, cfg, see
         near_pts = [evaluator.ref_points[j].numpy() if j >= 0 else None for j in nearest]
         shown = [gen_pts[i].numpy() if gen_ok[i] else None for i in range(len(chosen))]
         titles = [f"#{c}: CD {gen.metrics['chamfer_novelty'][c]:.2g}" for c in chosen]
-        plot_shape_pairs(shown, [q if q is not None else None for q in near_pts], titles, run_dir / "shapes.png")
+        plot_shape_pairs(shown, near_pts, titles, run_dir / "shapes.png")
         figures["shapes"] = "shapes.png"
         record["shapes"] = {"generated": chosen.tolist(), "nearest_training": nearest.tolist()}
     else:

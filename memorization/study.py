@@ -422,9 +422,10 @@ def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[s
     groups = [Group("training", "training (AE reconstructions)" if reference_differs else "training", "training",
                     reference, evaluator.reference_metrics())]
     if reference_differs:
+        stored = {} if kind == "fields" else {"precomputed": (trained_on.accuracy, trained_on.error_masks)}
         groups.append(Group("training_original", "training (original weights)", "original", trained_on.params,
                             evaluator(trained_on.params, self_index=torch.arange(len(trained_on)),
-                                      **_desc(kind, "original"))))
+                                      **_desc(kind, "original"), **stored)))
     groups.append(Group("generated", f"generated ({gen_name})", "generated", samples,
                         evaluator(samples, **_desc(kind, "generated")), seeds["sample"], generated_picks))
 

@@ -95,11 +95,12 @@ class HFSource(Source):
     def spec(self) -> dict[str, Any]:
         """Everything that decides the copied rows, including a fingerprint of a local dataset's files."""
         spec = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "per_shard")}
-        spec.update(path=str(self.local_path() or self.path), version=HF_MATERIALISE_VERSION)
         local = self.local_path()
+        spec.update(path=str(local or self.path), version=HF_MATERIALISE_VERSION)
         if local is not None:
             files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
-            spec["files"] = [(str(p.relative_to(local.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+            stats = [(p, p.stat()) for p in files]
+            spec["files"] = [(str(p.relative_to(local.parent)), st.st_size, st.st_mtime_ns) for p, st in stats]
         return json.loads(json.dumps(spec, default=str))
 
     # ------------------------------------------------------------------------------------------------
@@ -180,8 +181,8 @@ class HFSource(Source):
                 return [str(folder / s) for s in record["shards"]]
         if folder.exists():
             shutil.rmtree(folder)
-        base = self.image_root or (str(self.local_path().parent if self.local_path().is_file() else self.local_path())
-                                   if self.local_path() is not None else None)
+        local = self.local_path()
+        base = self.image_root or (None if local is None else str(local.parent if local.is_file() else local))
         bar = tqdm(desc=f"copying {self.name} from {self.path}", unit="img", leave=False)
 
         def samples():
