@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bias.strings import StringColumn, as_string_column, sha1_array, sha1_to_arrow
+
 
 class DataConfigError(ValueError):
     """The data configuration cannot work; the message says what to change."""
@@ -102,37 +104,54 @@ class Split:
 
     `*_paths` name the samples (a file path, or e.g. `shard.tar/member.jpg`: unique, used in every report);
     `*_read` is what `bias.sources.load_image` reads (the same path for files, a member locator for shards).
+    Text columns are `bias.strings.StringColumn`s and digests `S40` arrays: no per-image Python objects.
     """
 
     names: list[str]
-    train_paths: np.ndarray
+    train_paths: StringColumn
     train_labels: np.ndarray
     train_sha1: np.ndarray
-    val_paths: np.ndarray
+    val_paths: StringColumn
     val_labels: np.ndarray
     val_sha1: np.ndarray
-    train_read: np.ndarray | None = None
-    val_read: np.ndarray | None = None
+    train_read: StringColumn | None = None
+    val_read: StringColumn | None = None
 
     def __post_init__(self) -> None:
-        if self.train_read is None:
-            self.train_read = self.train_paths
-        if self.val_read is None:
-            self.val_read = self.val_paths
+        self.train_paths, self.val_paths = as_string_column(self.train_paths), as_string_column(self.val_paths)
+        self.train_read = self.train_paths if self.train_read is None else as_string_column(self.train_read)
+        self.val_read = self.val_paths if self.val_read is None else as_string_column(self.val_read)
+        self.train_sha1, self.val_sha1 = sha1_array(self.train_sha1), sha1_array(self.val_sha1)
+        self.train_labels = np.asarray(self.train_labels, dtype=np.int64)
+        self.val_labels = np.asarray(self.val_labels, dtype=np.int64)
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
 
+    def all_paths(self) -> StringColumn:
+        """Train then val sample ids."""
+        return StringColumn.concat([self.train_paths, self.val_paths])
+
+    def all_read(self) -> StringColumn:
+        """Train then val read paths."""
+        return StringColumn.concat([self.train_read, self.val_read])
+
+    def all_sha1(self) -> np.ndarray:
+        return np.concatenate([self.train_sha1, self.val_sha1])
+
+    def all_labels(self) -> np.ndarray:
+        return np.concatenate([self.train_labels, self.val_labels])
+
     def manifest(self) -> pa.Table:
         n_train, n_val = len(self.train_paths), len(self.val_paths)
         return pa.table(
             {
-                "path": np.concatenate([self.train_paths, self.val_paths]).astype(str),
-                "dataset": [self.names[i] for i in np.concatenate([self.train_labels, self.val_labels])],
-                "label": np.concatenate([self.train_labels, self.val_labels]).astype(np.int64),
-                "split": ["train"] * n_train + ["val"] * n_val,
-                "sha1": np.concatenate([self.train_sha1, self.val_sha1]).astype(str),
+                "path": self.all_paths().to_arrow().cast(pa.string()),
+                "dataset": _decode(self.all_labels(), self.names),
+                "label": self.all_labels(),
+                "split": _decode(np.repeat([0, 1], [n_train, n_val]), ["train", "val"]),
+                "sha1": sha1_to_arrow(self.all_sha1()).cast(pa.string()),
             }
         )
 
@@ -141,6 +160,11 @@ class Split:
         keep[positions] = False
         return Split(self.names, self.train_paths[keep], self.train_labels[keep], self.train_sha1[keep],
                      self.val_paths, self.val_labels, self.val_sha1, self.train_read[keep], self.val_read)
+
+
+def _decode(codes: np.ndarray, values: Sequence[str]) -> pa.Array:
+    """`values[codes]` as an Arrow string array, built in Arrow (no per-row Python strings)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(values), pa.string())).dictionary_decode()
 
 
 def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_dataset: int, seed: int) -> Split:
@@ -164,7 +188,7 @@ def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_data
                 f"dataset {name!r} has {index.n_ok} usable images but data.val_per_dataset={val_per_dataset} and "
                 f"data.per_dataset={per_dataset} need {need}: lower them or add images"
             )
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("tp", "tl", "th", "tr", "vp", "vl", "vh", "vr")}
+    parts: dict[str, list[Any]] = {k: [] for k in ("tp", "tl", "th", "tr", "vp", "vl", "vh", "vr")}
     for label, index in enumerate(indexes.values()):
         usable = index.usable()
         order = usable[np.random.default_rng([seed, label]).permutation(len(usable))]
@@ -176,7 +200,7 @@ def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_data
             parts[key + "r"].append(index.read_paths(pos))
             parts[key + "h"].append(index.sha1[pos])
             parts[key + "l"].append(np.full(len(pos), label, dtype=np.int64))
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    cat = {k: (StringColumn.concat(v) if k[1] in "pr" else np.concatenate(v)) for k, v in parts.items()}
     return Split(names, cat["tp"], cat["tl"], cat["th"], cat["vp"], cat["vl"], cat["vh"], cat["tr"], cat["vr"])
 
 
@@ -185,21 +209,29 @@ def duplicate_report(split: Split, examples: int = 20) -> dict[str, Any]:
 
     A file in val whose bytes also occur in train lets a classifier score by memorising, and
     one whose bytes occur in two datasets cannot be classified at all; both are reported.
+    Vectorised over the digest arrays (sorting, no per-image dict or set).
     """
-    train_hashes = {h: p for h, p in zip(split.train_sha1, split.train_paths)}
-    cross = [{"val": str(p), "train": str(train_hashes[h])} for h, p in zip(split.val_sha1, split.val_paths) if h in train_hashes]
-    all_hash = np.concatenate([split.train_sha1, split.val_sha1])
-    all_label = np.concatenate([split.train_labels, split.val_labels])
-    labels_by_hash: dict[str, set[int]] = {}
-    for h, lab in zip(all_hash, all_label):
-        labels_by_hash.setdefault(h, set()).add(int(lab))
-    across = sorted(h for h, labs in labels_by_hash.items() if len(labs) > 1)
-    train_positions = np.flatnonzero(np.isin(split.train_sha1, split.val_sha1))
+    train_h, val_h = split.train_sha1, split.val_sha1
+    val_in_train = np.flatnonzero(np.isin(val_h, train_h))
+    by_hash = np.argsort(train_h, kind="stable")
+    first_copy = by_hash[np.searchsorted(train_h[by_hash], val_h[val_in_train[:examples]])]
+    cross = [{"val": split.val_paths[int(v)], "train": split.train_paths[int(t)]}
+             for v, t in zip(val_in_train[:examples], first_copy)]
+    all_h, all_label = split.all_sha1(), split.all_labels()
+    order = np.lexsort((all_label, all_h))
+    h, lab = all_h[order], all_label[order]
+    new_pair = np.ones(len(h), dtype=bool)  # first row of each distinct (hash, label)
+    new_pair[1:] = (h[1:] != h[:-1]) | (lab[1:] != lab[:-1])
+    pair_h = h[new_pair]
+    shared = np.ones(len(pair_h), dtype=bool)  # a hash with two or more labels: later rows of a run of equal hashes
+    shared[0] = False
+    shared[1:] = pair_h[1:] == pair_h[:-1]
+    across = np.unique(pair_h[shared])  # sorted
     return {
-        "train_val": len(cross),
-        "train_val_examples": cross[:examples],
-        "across_datasets": len(across),
-        "across_datasets_hashes": across[:examples],
-        "within_train": int(len(split.train_sha1) - len(set(split.train_sha1))),
-        "_train_positions_in_val": train_positions,
+        "train_val": int(len(val_in_train)),
+        "train_val_examples": cross,
+        "across_datasets": int(len(across)),
+        "across_datasets_hashes": [x.decode("ascii") for x in across[:examples]],
+        "within_train": int(len(train_h) - len(np.unique(train_h))),
+        "_train_positions_in_val": np.flatnonzero(np.isin(train_h, val_h)),
     }

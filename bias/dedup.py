@@ -30,7 +30,6 @@ import itertools
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-from tqdm.auto import tqdm
 
 from bias.images import ImageDecodeError
+from bias.parallel import parallel_map
+from bias.results import write_parquet_atomic
 from bias.sources import load_image  # a file path or a shard member locator, read as training reads it
+from bias.strings import SHA1_DTYPE, as_string_column, sha1_array, sha1_to_arrow
 
 PHASH_VERSION = 1
 HASH_SIZE = 32
@@ -208,50 +209,44 @@ def _store_path(cache_dir: Path) -> Path:
 
 
 def compute_phashes(paths: Sequence[str], sha1s: Sequence[str], cache_dir: str | os.PathLike | None,
-                    num_workers: int | None = None, desc: str = "perceptual hashes") -> tuple[np.ndarray, np.ndarray]:
-    """``(hashes uint64, reasons)`` for `paths`; reason ``""`` where the hash is valid.
+                    num_workers: int | None = None, desc: str = "perceptual hashes") -> tuple[np.ndarray, dict[int, str]]:
+    """``(hashes uint64, failed)`` for `paths`; `failed` maps the position of each image that could not
+    be hashed to its reason (its hash is 0).
 
-    Hashes are cached by content SHA-1 in ``CACHE/phash/``, so files are decoded once across runs.
+    Hashes are cached by content SHA-1 in ``CACHE/phash/``, so files are decoded once across runs. The
+    cache is looked up by sorting and binary search over digest arrays, with no per-image dict.
     """
-    paths = np.asarray(paths, dtype=object)
-    sha1s = np.asarray(sha1s, dtype=object)
+    paths = as_string_column(paths)
+    sha1s = sha1_array(sha1s)
     hashes = np.zeros(len(paths), dtype=np.uint64)
-    reasons = np.full(len(paths), "", dtype=object)
-    known: dict[str, int] = {}
+    todo = np.ones(len(paths), dtype=bool)
+    known_sha, known_hash = np.zeros(0, dtype=SHA1_DTYPE), np.zeros(0, dtype=np.uint64)
     store = _store_path(Path(cache_dir)) if cache_dir is not None else None
     if store is not None and store.exists():
         t = pq.read_table(store)
-        known = dict(zip(t.column("sha1").to_pylist(), t.column("phash").to_numpy().astype(np.uint64).tolist()))
-    todo = []
-    for k, h in enumerate(sha1s):
-        v = known.get(h) if h else None
-        if v is None:
-            todo.append(k)
-        else:
-            hashes[k] = v
-    if todo:
-        workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-        jobs = [paths[k] for k in todo]
-        with tqdm(total=len(todo), desc=desc, unit="img", leave=False) as bar:
-            if workers > 1 and len(jobs) > 64:
-                with ProcessPoolExecutor(workers) as pool:
-                    results = pool.map(phash_file, jobs, chunksize=64)
-                    for k, (h, r) in zip(todo, results):
-                        hashes[k], reasons[k] = h, r
-                        bar.update()
-            else:
-                for k, path in zip(todo, jobs):
-                    hashes[k], reasons[k] = phash_file(path)
-                    bar.update()
-        new = {sha1s[k]: int(hashes[k]) for k in todo if not reasons[k] and sha1s[k]}
-        if store is not None and new:
-            known.update(new)
-            store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_suffix(f".tmp{os.getpid()}")
-            pq.write_table(pa.table({"sha1": pa.array(list(known), pa.string()),
-                                     "phash": pa.array(np.array(list(known.values()), dtype=np.uint64))}), tmp)
-            os.replace(tmp, store)
-    return hashes, reasons
+        known_sha, known_hash = sha1_array(t.column("sha1")), t.column("phash").to_numpy().astype(np.uint64)
+        if len(known_sha):
+            order = np.argsort(known_sha)
+            known_sha, known_hash = known_sha[order], known_hash[order]
+            at = np.minimum(np.searchsorted(known_sha, sha1s), len(known_sha) - 1)
+            hit = (known_sha[at] == sha1s) & (sha1s != b"")
+            hashes[hit] = known_hash[at[hit]]
+            todo[hit] = False
+    pending = np.flatnonzero(todo)
+    failed: dict[int, str] = {}
+    for k, (h, r) in zip(pending, parallel_map(phash_file, paths[pending], num_workers, desc=desc)):
+        hashes[k] = h
+        if r:
+            failed[int(k)] = r
+    new = np.array([k for k in pending if int(k) not in failed], dtype=np.int64)
+    new = new[sha1s[new] != b""] if len(new) else new
+    if store is not None and len(new):
+        all_sha = np.concatenate([known_sha, sha1s[new]])
+        all_hash = np.concatenate([known_hash, hashes[new]])
+        all_sha, first = np.unique(all_sha, return_index=True)
+        write_parquet_atomic(pa.table({"sha1": sha1_to_arrow(all_sha).cast(pa.string()),
+                                       "phash": pa.array(all_hash[first])}), store)
+    return hashes, failed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -345,16 +340,15 @@ def split_near_duplicates(split, options: NearDuplicateOptions, cache_dir: str |
                           num_workers: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Hash every image of a :class:`bias.data.Split`, report near duplicates, and return the report
     and the training positions to drop under `options` (empty unless an exclusion is enabled)."""
-    paths = np.concatenate([split.train_paths, split.val_paths])
-    read = np.concatenate([split.train_read, split.val_read])  # what is decoded (a file or a shard member)
-    sha1s = np.concatenate([split.train_sha1, split.val_sha1])
-    labels = np.concatenate([split.train_labels, split.val_labels])
+    paths = split.all_paths()
     is_train = np.arange(len(paths)) < len(split.train_paths)
-    hashes, reasons = compute_phashes(read, sha1s, cache_dir, num_workers)
-    valid = reasons == ""
-    report = near_duplicate_report(split.names, paths, labels, is_train, hashes, valid, int(options.max_hamming),
-                                   int(options.examples), options.bands)
-    report["unhashable"] = [{"path": str(p), "reason": str(r)} for p, r in zip(paths[~valid], reasons[~valid])]
+    # what is decoded is the read path (a file or a shard member); reports name the sample id
+    hashes, failed = compute_phashes(split.all_read(), split.all_sha1(), cache_dir, num_workers)
+    valid = np.ones(len(paths), dtype=bool)
+    valid[list(failed)] = False
+    report = near_duplicate_report(split.names, paths, split.all_labels(), is_train, hashes, valid,
+                                   int(options.max_hamming), int(options.examples), options.bands)
+    report["unhashable"] = [{"path": paths[k], "reason": r} for k, r in sorted(failed.items())]
     tv, ac = report.pop("_train_val_positions"), report.pop("_across_positions")
     drop = []
     if options.exclude_train_val:

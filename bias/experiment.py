@@ -34,6 +34,7 @@ from bias.dedup import NearDuplicateOptions, split_near_duplicates
 from bias.distributed import partial_state, use_cpu
 from bias.pipeline import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
 from bias.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize, write_json
+from bias.strings import StringColumn
 from classifiers.models import check_model_name, create_classifier
 from transforms.base import Transform
 from transforms.cache import precompute
@@ -219,13 +220,11 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     resize = cfg.data.get("resize_shorter")
     train_read, val_read = split.train_read, split.val_read
     if transform.kind == "precomputed":
-        report = precompute(transform, np.concatenate([split.train_read, split.val_read]),
-                            np.concatenate([split.train_sha1, split.val_sha1]), cfg.cache_dir, resize,
+        report = precompute(transform, split.all_read(), split.all_sha1(), cfg.cache_dir, resize,
                             accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone,
                             accelerator.is_local_main_process)
         skipped += _named_by_sample_id(report.failed, split)
-        train_read = np.array([str(report.read_path(h)) for h in split.train_sha1], dtype=object)
-        val_read = np.array([str(report.read_path(h)) for h in split.val_sha1], dtype=object)
+        train_read, val_read = report.read_paths(split.train_sha1), report.read_paths(split.val_sha1)
         resize = None  # the cache is stored at the resized size already
 
     group = transform.augment_group
@@ -298,16 +297,21 @@ def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict
     """Failure rows name what was read (a shard locator for tar members); reports name the sample id."""
     if not failed:
         return failed
-    wanted = {f["path"] for f in failed}
-    ids = {r: i for r, i in zip(np.concatenate([split.train_read, split.val_read]),
-                                np.concatenate([split.train_paths, split.val_paths])) if r in wanted}
-    return [dict(f, path=str(ids.get(f["path"], f["path"]))) for f in failed]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    read = split.all_read()
+    wanted = pa.array(sorted({f["path"] for f in failed}), pa.large_string())
+    hits = np.flatnonzero(pc.is_in(read.to_arrow(), value_set=wanted).to_numpy(zero_copy_only=False))
+    ids = dict(zip(read[hits], split.all_paths()[hits]))  # only the failed samples
+    return [dict(f, path=ids.get(f["path"], f["path"])) for f in failed]
 
 
 def _predictions_table(split: Split, ev, names: np.ndarray):
     import pyarrow as pa
 
-    cols = {"path": split.val_paths[ev.index].astype(str), "dataset": names[ev.label], "predicted": names[ev.pred]}
+    cols = {"path": split.val_paths[ev.index].to_arrow().cast(pa.string()), "dataset": names[ev.label],
+            "predicted": names[ev.pred]}
     for j, name in enumerate(names):
         cols[f"p_{name}"] = ev.probs[:, j]
     return pa.table(cols)
@@ -324,12 +328,11 @@ def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
         data = OmegaConf.to_container(cfg.data, resolve=True)
         with state.main_process_first():
             indexes = index_datasets(resolve_datasets(data, Path(cfg.cache_dir)), Path(cfg.cache_dir), cfg.get("num_workers"))
-        paths = np.concatenate([ix.read_paths(ix.usable()) for ix in indexes.values()])
+        paths = StringColumn.concat([ix.read_paths(ix.usable()) for ix in indexes.values()])
         sha1s = np.concatenate([ix.sha1[ix.ok] for ix in indexes.values()])
     else:
         split, _, _ = prepare_split(cfg, state)
-        paths = np.concatenate([split.train_read, split.val_read])
-        sha1s = np.concatenate([split.train_sha1, split.val_sha1])
+        paths, sha1s = split.all_read(), split.all_sha1()
     report = precompute(transform, paths, sha1s, cfg.cache_dir, cfg.data.get("resize_shorter"), state.process_index,
                         state.num_processes, state.wait_for_everyone, state.is_local_main_process)
     summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,

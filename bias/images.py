@@ -226,12 +226,29 @@ def check_image_with_sha1(path: str | os.PathLike) -> tuple[str | None, str]:
         data = _read_bytes(spath)
     except ImageDecodeError as err:
         return err.reason, ""
+    return check_bytes_with_sha1(data, spath)
+
+
+def load_rgb_bytes(data: bytes, label: str = "<bytes>", resize_shorter: int | None = None) -> np.ndarray:
+    """Decode an encoded image held in memory (a tar member, a dataset cell) exactly as :func:`load_rgb`
+    decodes a file. `label` names it in the raised :class:`ImageDecodeError`."""
+    return np.array(_decode_data(label, data, resize_shorter))
+
+
+def check_bytes_with_sha1(data: bytes, label: str = "<bytes>") -> tuple[str | None, str]:
+    """``(None or the reason it is unusable, SHA-1 of data)``, with the rules of :func:`check_image`."""
     digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
     try:
-        _decode_data(spath, data, None)
+        _decode_data(label, data, None)
     except ImageDecodeError as err:
         return err.reason, digest
     return None, digest
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The container format ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP", "AVIF", "HEIF") from the first
+    bytes, independent of PIL; None if unknown."""
+    return _sniff(data)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

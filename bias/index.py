@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,22 +20,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from bias.images import check_image_with_sha1, is_image_path
+from bias.parallel import parallel_map
+from bias.results import write_parquet_atomic
+from bias.strings import SHA1_DTYPE, StringColumn, sha1_array, sha1_to_arrow
 
 INDEX_VERSION = 1
 
 
 @dataclass
 class FileIndex:
-    """Columns for one dataset folder, sorted by path. `ok[i]` says whether `paths[i]` decodes."""
+    """Columns for one dataset folder, sorted by path. `ok[i]` says whether `paths[i]` decodes.
+
+    No per-file Python objects: text columns are `StringColumn`s, digests an `S40` array.
+    """
 
     root: str
-    paths: np.ndarray  # str, absolute
+    paths: StringColumn  # absolute
     ok: np.ndarray  # bool
-    reason: np.ndarray  # str, "" when ok
-    sha1: np.ndarray  # str, "" when unreadable
+    reason: StringColumn  # "" when ok
+    sha1: np.ndarray  # S40 hex digest, b"" when unreadable
     size: np.ndarray  # int64 bytes
     mtime_ns: np.ndarray  # int64
 
@@ -52,23 +56,24 @@ class FileIndex:
         return np.flatnonzero(self.ok)
 
     def broken(self) -> list[dict[str, str]]:
-        return [{"path": str(p), "reason": str(r), "stage": "index"} for p, r in zip(self.paths[~self.ok], self.reason[~self.ok])]
+        bad = np.flatnonzero(~self.ok)
+        return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.paths[bad], self.reason[bad])]
 
-    def sample_ids(self, positions: np.ndarray) -> np.ndarray:
+    def sample_ids(self, positions: np.ndarray) -> StringColumn:
         """What names the samples at `positions` in manifests and reports (here: the file path)."""
         return self.paths[positions]
 
-    def read_paths(self, positions: np.ndarray) -> np.ndarray:
+    def read_paths(self, positions: np.ndarray) -> StringColumn:
         """What `bias.sources.load_image` reads for the samples at `positions` (here: the file path)."""
         return self.paths[positions]
 
     def to_table(self) -> pa.Table:
         return pa.table(
             {
-                "path": pa.array(self.paths, pa.string()),  # no fixed-width (4 bytes/char) numpy copies
+                "path": self.paths.to_arrow(),
                 "ok": self.ok,
-                "reason": pa.array(self.reason, pa.string()),
-                "sha1": pa.array(self.sha1, pa.string()),
+                "reason": self.reason.to_arrow(),
+                "sha1": sha1_to_arrow(self.sha1),
                 "size": self.size,
                 "mtime_ns": self.mtime_ns,
             },
@@ -77,15 +82,14 @@ class FileIndex:
 
     @classmethod
     def from_table(cls, table: pa.Table, root: str) -> FileIndex:
-        col = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         return cls(
             root=root,
-            paths=col["path"].astype(object),
-            ok=col["ok"].astype(bool),
-            reason=col["reason"].astype(object),
-            sha1=col["sha1"].astype(object),
-            size=col["size"].astype(np.int64),
-            mtime_ns=col["mtime_ns"].astype(np.int64),
+            paths=StringColumn.from_arrow(table.column("path")),
+            ok=table.column("ok").to_numpy().astype(bool),
+            reason=StringColumn.from_arrow(table.column("reason")),
+            sha1=sha1_array(table.column("sha1")),
+            size=table.column("size").to_numpy().astype(np.int64),
+            mtime_ns=table.column("mtime_ns").to_numpy().astype(np.int64),
         )
 
 
@@ -93,11 +97,11 @@ class FileIndex:
 class Listing:
     """(path, size, mtime_ns) of many files as columns, sorted by path.
 
-    Columns instead of a list of tuples: a tuple and two ints cost ~120 bytes per file on top of the
-    path string, i.e. ~120 MB per million files. Iterating yields the tuples.
+    Columns instead of a list of tuples: a tuple, two ints and a str cost ~180 bytes per file,
+    i.e. ~180 MB per million files. Iterating yields the tuples.
     """
 
-    paths: np.ndarray  # object (str)
+    paths: StringColumn
     size: np.ndarray  # int64
     mtime_ns: np.ndarray  # int64
 
@@ -105,17 +109,28 @@ class Listing:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[tuple[str, int, int]]:
-        return zip(self.paths.tolist(), self.size.tolist(), self.mtime_ns.tolist())
+        return zip(self.paths, self.size.tolist(), self.mtime_ns.tolist())
+
+    @classmethod
+    def from_paths(cls, paths: StringColumn) -> Listing:
+        """`stat` every path (size -1 where it fails, e.g. a missing listed file), in the given order."""
+        size = np.empty(len(paths), dtype=np.int64)
+        mtime = np.zeros(len(paths), dtype=np.int64)
+        for i, path in enumerate(paths):
+            try:
+                st = os.stat(path)
+                size[i], mtime[i] = st.st_size, st.st_mtime_ns
+            except OSError:
+                size[i] = -1
+        return cls(paths, size, mtime)
+
+    def sorted(self) -> Listing:
+        order = self.paths.argsort()
+        return Listing(self.paths[order], self.size[order], self.mtime_ns[order])
 
 
-def list_image_files(root: Path) -> Listing:
-    """(path, size, mtime_ns) of every file with an image extension under `root`, recursively, sorted.
-
-    Directories named like images are listed too, so the check reports them instead of
-    silently ignoring them.
-    """
-    paths: list[str] = []
-    sizes, mtimes = array("q"), array("q")
+def _scan(root: Path, sizes: array, mtimes: array) -> Iterator[str]:
+    """Every path with an image extension under `root`; appends its size and mtime as it goes."""
     stack = [str(root)]
     while stack:
         folder = stack.pop()
@@ -123,9 +138,9 @@ def list_image_files(root: Path) -> Listing:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=True):
                     if is_image_path(entry.name):
-                        paths.append(entry.path)
                         sizes.append(0)
                         mtimes.append(0)
+                        yield entry.path
                     else:
                         stack.append(entry.path)
                 elif is_image_path(entry.name):
@@ -134,33 +149,47 @@ def list_image_files(root: Path) -> Listing:
                         size, mtime = st.st_size, st.st_mtime_ns
                     except OSError:
                         size, mtime = -1, 0
-                    paths.append(entry.path)
                     sizes.append(size)
                     mtimes.append(mtime)
-    column = np.empty(len(paths), dtype=object)
-    column[:] = paths
-    del paths
-    order = np.argsort(column, kind="stable")
-    return Listing(column[order], np.frombuffer(sizes, dtype=np.int64)[order],
-                   np.frombuffer(mtimes, dtype=np.int64)[order])
+                    yield entry.path
 
 
-def _reuse_stored(old: pa.Table, paths: np.ndarray, size: np.ndarray, mtime: np.ndarray, ok: np.ndarray,
-                  reason: np.ndarray, sha1: np.ndarray, todo: np.ndarray) -> None:
+def list_image_files(root: Path) -> Listing:
+    """(path, size, mtime_ns) of every file with an image extension under `root`, recursively, sorted.
+
+    Paths are packed into a `StringColumn` as the folder is scanned (no list of them is made).
+    Directories named like images are listed too, so the check reports them instead of
+    silently ignoring them.
+    """
+    sizes, mtimes = array("q"), array("q")
+    paths = StringColumn(_scan(root, sizes, mtimes))
+    return Listing(paths, np.frombuffer(sizes, dtype=np.int64), np.frombuffer(mtimes, dtype=np.int64)).sorted()
+
+
+def _reuse_stored(old: pa.Table, listing: Listing, ok: np.ndarray, reason_code: np.ndarray, reasons: dict[str, int],
+                  sha1: np.ndarray, todo: np.ndarray) -> None:
     """Fill the results of files unchanged (same path, size and mtime) since the stored index `old`.
 
     Vectorised: a hash join in Arrow instead of a dict of every path; only matched rows are converted.
     """
-    found = pc.index_in(pa.array(paths, pa.string()), value_set=old.column("path")).fill_null(-1).to_numpy()
+    stored_paths = old.column("path").cast(pa.large_string())
+    found = pc.index_in(listing.paths.to_arrow(), value_set=stored_paths).fill_null(-1).to_numpy()
     hit = np.flatnonzero(found >= 0)
     src = found[hit]
-    same = (old.column("size").to_numpy()[src] == size[hit]) & (old.column("mtime_ns").to_numpy()[src] == mtime[hit])
+    same = ((old.column("size").to_numpy()[src] == listing.size[hit])
+            & (old.column("mtime_ns").to_numpy()[src] == listing.mtime_ns[hit]))
     hit, src = hit[same], pa.array(src[same])
     ok[hit] = old.column("ok").take(src).to_numpy(zero_copy_only=False)
-    sha1[hit] = old.column("sha1").take(src).to_numpy(zero_copy_only=False)
+    sha1[hit] = sha1_array(old.column("sha1").take(src))
     codes = old.column("reason").take(src).combine_chunks().dictionary_encode()
-    reason[hit] = codes.dictionary.to_numpy(zero_copy_only=False).astype(object)[codes.indices.to_numpy()]
+    values = codes.dictionary.to_pylist()  # the distinct reasons: a handful of strings
+    reason_code[hit] = np.array([_code(reasons, v) for v in values], dtype=np.int32)[codes.indices.to_numpy()]
     todo[hit] = False
+
+
+def _code(reasons: dict[str, int], reason: str) -> int:
+    """The code of `reason` among the distinct reasons seen so far (a new one gets the next code)."""
+    return reasons.setdefault(reason, len(reasons))
 
 
 def _check_one(path: str) -> tuple[str, str]:
@@ -183,50 +212,32 @@ def build_index(root: str | os.PathLike, cache_dir: str | os.PathLike, num_worke
                          desc or f"checking {root.name}")
 
 
-def index_listing(root: str, listing: Listing | Sequence[tuple[str, int, int]], store: Path,
-                  num_workers: int | None = None, desc: str = "checking") -> FileIndex:
+def index_listing(root: str, listing: Listing, store: Path, num_workers: int | None = None,
+                  desc: str = "checking") -> FileIndex:
     """Check every `(path, size, mtime_ns)` of `listing` not already in `store` unchanged; store and return.
 
-    `root` only labels the index (a folder, or the list file the paths came from).
+    `root` only labels the index (a folder, or the list file the paths came from). Reasons are kept
+    as codes into the few distinct texts while checking, and packed into a column at the end.
     """
-    if isinstance(listing, Listing):
-        paths, size, mtime = listing.paths, listing.size, listing.mtime_ns
-    else:
-        paths = np.empty(len(listing), dtype=object)
-        paths[:] = [p for p, _, _ in listing]
-        size = np.array([s for _, s, _ in listing], dtype=np.int64)
-        mtime = np.array([m for _, _, m in listing], dtype=np.int64)
-    ok = np.zeros(len(paths), dtype=bool)
-    reason = np.full(len(paths), "", dtype=object)
-    sha1 = np.full(len(paths), "", dtype=object)
+    n = len(listing)
+    ok = np.zeros(n, dtype=bool)
+    reasons = {"": 0}
+    reason_code = np.zeros(n, dtype=np.int32)
+    sha1 = np.zeros(n, dtype=SHA1_DTYPE)
 
-    todo = np.ones(len(paths), dtype=bool)
+    todo = np.ones(n, dtype=bool)
     if store.exists():
-        _reuse_stored(pq.read_table(store), paths, size, mtime, ok, reason, sha1, todo)
+        _reuse_stored(pq.read_table(store), listing, ok, reason_code, reasons, sha1, todo)
 
     pending = np.flatnonzero(todo)
     if len(pending):
-        workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-        bar = tqdm(total=len(pending), desc=desc, unit="img", leave=False)
-        jobs = paths[pending].tolist()
-        reasons: dict[str, str] = {}  # one string object per distinct reason, not per file
-        if workers > 1 and len(jobs) > 64:
-            with ProcessPoolExecutor(workers) as pool:
-                results = pool.map(_check_one, jobs, chunksize=64)
-                for i, (r, h) in zip(pending, results):
-                    reason[i], sha1[i], ok[i] = reasons.setdefault(r, r), h, r == ""
-                    bar.update()
-        else:
-            for i, path in zip(pending, jobs):
-                r, h = _check_one(path)
-                reason[i], sha1[i], ok[i] = reasons.setdefault(r, r), h, r == ""
-                bar.update()
-        bar.close()
+        results = parallel_map(_check_one, listing.paths[pending], num_workers, desc=desc)
+        for i, (r, h) in zip(pending, results):
+            reason_code[i], sha1[i], ok[i] = _code(reasons, r), h, r == ""
 
-    index = FileIndex(root, paths, ok, reason, sha1, size, mtime)
+    reason = StringColumn.from_arrow(pa.DictionaryArray.from_arrays(pa.array(reason_code), pa.array(list(reasons), pa.large_string()))
+                                     .dictionary_decode())
+    index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
     if len(pending) or not store.exists():
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(f".tmp{os.getpid()}")
-        pq.write_table(index.to_table(), tmp)
-        os.replace(tmp, store)
+        write_parquet_atomic(index.to_table(), store)
     return index

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from bias.images import ImageDecodeError
 from bias.sources import load_image
-from bias.strings import StringColumn
+from bias.strings import as_string_column
 from transforms.base import Transform
 
 SEED_SALT_TRAIN = 1
@@ -76,8 +76,8 @@ class ImageDataset(Dataset):
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         # packed, not a list of str: forked loader workers would otherwise copy them page by page
-        self.read_paths = StringColumn(read_paths)
-        self.report_paths = self.read_paths if report_paths is None else StringColumn(report_paths)
+        self.read_paths = as_string_column(read_paths)
+        self.report_paths = self.read_paths if report_paths is None else as_string_column(report_paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.transform, self.normalize = augment, transform, normalize
         self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter

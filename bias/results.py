@@ -57,6 +57,17 @@ def write_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_parquet_atomic(table, path: Path) -> None:
+    """Write an Arrow table as parquet through a temporary file and a rename (readers never see half a file)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

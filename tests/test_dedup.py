@@ -173,8 +173,8 @@ def test_split_near_duplicates_reports_and_excludes_from_train(near_copy_folders
     assert drop.tolist() == [1]  # a/1, the original of val's a/2
     # hashes are cached by content: the second pass decodes nothing
     (root / "a" / "0.png").rename(root / "a" / "moved.png")
-    hashes, reasons = compute_phashes(train, split.train_sha1, cache, num_workers=1)
-    assert (reasons == "").all() and hashes[0] == phash_image(natural(10))
+    hashes, failed = compute_phashes(train, split.train_sha1, cache, num_workers=1)
+    assert failed == {} and hashes[0] == phash_image(natural(10))
 
 
 def test_options_reject_unknown_keys():

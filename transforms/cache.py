@@ -20,10 +20,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from bias.images import ImageDecodeError
 from bias.sources import load_image
+from bias.strings import StringColumn, as_string_column, sha1_array, sha1_to_arrow
 from transforms.base import Transform
 
 
@@ -59,6 +62,15 @@ class PrecomputeReport:
     def read_path(self, sha1: str) -> Path:
         return cached_path(self.folder, sha1)
 
+    def read_paths(self, sha1s: np.ndarray) -> StringColumn:
+        """`read_path` of every digest, built in Arrow (`<folder>/<sha[:2]>/<sha>.png`)."""
+        sha = sha1_to_arrow(sha1_array(sha1s))
+        sep = pa.scalar("/", pa.large_string())
+        folder = pa.array(np.full(len(sha), str(self.folder)), pa.large_string())
+        name = pc.binary_join_element_wise(sha, pa.array(np.full(len(sha), ".png"), pa.large_string()),
+                                           pa.scalar("", pa.large_string()))
+        return StringColumn.from_arrow(pc.binary_join_element_wise(folder, pc.utf8_slice_codeunits(sha, 0, 2), name, sep))
+
 
 def _rank_slice(n: int, rank: int, world: int) -> slice:
     base, extra = divmod(n, world)
@@ -86,22 +98,23 @@ def precompute(
         raise ValueError(f"transform {transform.name!r} is computed online, there is nothing to precompute")
     folder = transform_cache_dir(transform, cache_root, resize_shorter)
     folder.mkdir(parents=True, exist_ok=True)
-    unique: dict[str, str] = {}
-    for path, sha in zip(paths, sha1s):
-        unique.setdefault(str(sha), str(path))
-    hashes = sorted(unique)
-    mine = hashes[_rank_slice(len(hashes), rank, world_size)]
+    paths, sha1s = as_string_column(paths), sha1_array(sha1s)
+    hashes, first = np.unique(sha1s, return_index=True)  # sorted distinct digests, first path holding each
+    mine = _rank_slice(len(hashes), rank, world_size)
+    mine_hashes, mine_paths = hashes[mine], paths[first[mine]]
     computed = reused = 0
     failed: list[dict[str, str]] = []
-    for sha in tqdm(mine, desc=f"precompute {transform.name}", unit="img", disable=not show_progress):
+    for k in tqdm(range(len(mine_hashes)), desc=f"precompute {transform.name}", unit="img", disable=not show_progress):
+        sha = mine_hashes[k].decode("ascii")
         out = cached_path(folder, sha)
         if out.exists():
             reused += 1
             continue
+        path = mine_paths[k]
         try:
-            result = transform.apply_image(load_image(unique[sha], resize_shorter=resize_shorter))
+            result = transform.apply_image(load_image(path, resize_shorter=resize_shorter))
         except ImageDecodeError as err:
-            failed.append({"path": unique[sha], "reason": err.reason, "stage": "transform"})
+            failed.append({"path": path, "reason": err.reason, "stage": "transform"})
             continue
         write_image_atomic(out, np.ascontiguousarray(result))
         computed += 1

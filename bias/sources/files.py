@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from bias.index import FileIndex, build_index, index_listing
+from bias.index import FileIndex, Listing, build_index, index_listing
 from bias.sources.base import Source, register_source
+from bias.strings import StringColumn
+
+_CHUNK = 65536  # rows made absolute at a time
 
 
 @register_source("folder")
@@ -70,8 +74,8 @@ class ListSource(Source):
         if self.root is not None and not Path(os.path.expanduser(str(self.root))).is_dir():
             raise self.error(f"root {self.root} is not a folder")
 
-    def read_paths_from_list(self) -> list[str]:
-        """The absolute paths of this dataset's rows, sorted, each once."""
+    def read_paths_from_list(self) -> StringColumn:
+        """The absolute paths of this dataset's rows, sorted, each once (packed; made absolute in chunks)."""
         f = self.list_file()
         fmt = LIST_FORMATS[f.suffix.lower()]
         columns = [self.path_column] + ([self.dataset_column] if self.dataset_column else [])
@@ -84,16 +88,20 @@ class ListSource(Source):
                                    convert_options=pacsv.ConvertOptions(
                                        column_types={c: pa.string() for c in columns}))
             self._require(columns, table.column_names)
-        paths = table.column(self.path_column).cast(pa.string()).to_numpy(zero_copy_only=False)
+        paths = table.column(self.path_column).cast(pa.large_string()).combine_chunks()
         if self.dataset_column:
             want = str(self.name if self.select is None else self.select)
-            values = table.column(self.dataset_column).cast(pa.string()).to_numpy(zero_copy_only=False)
-            paths = paths[values == want]
+            values = table.column(self.dataset_column).cast(pa.string()).combine_chunks()
+            paths = paths.filter(pc.fill_null(pc.equal(values, want), False))
             if len(paths) == 0:
-                found = sorted({str(v) for v in values})[:10]
+                found = sorted(str(v) for v in pc.unique(values).to_pylist())[:10]
                 raise self.error(f"no rows of {f.name} have {self.dataset_column} == {want!r}; values there: {found}")
         root = Path(os.path.expanduser(str(self.root))).resolve() if self.root is not None else f.parent
-        return sorted({os.path.normpath(os.path.join(root, str(p))) for p in paths if p is not None and str(p)})
+        paths = paths.filter(pc.and_(pc.is_valid(paths), pc.not_equal(paths, "")))
+        chunks = [StringColumn(os.path.normpath(os.path.join(root, p)) for p in paths.slice(i, _CHUNK).to_pylist())
+                  for i in range(0, len(paths), _CHUNK)]
+        unique = pc.unique(StringColumn.concat(chunks).to_arrow())
+        return StringColumn.from_arrow(unique.take(pc.sort_indices(unique)))
 
     def _require(self, columns: list[str], names: list[str]) -> None:
         missing = [c for c in columns if c not in names]
@@ -102,13 +110,7 @@ class ListSource(Source):
 
     def index(self, cache_dir: Path, num_workers: int | None = None) -> FileIndex:
         self.check()
-        listing = []
-        for path in self.read_paths_from_list():
-            try:
-                st = os.stat(path)
-                listing.append((path, st.st_size, st.st_mtime_ns))
-            except OSError:
-                listing.append((path, -1, 0))
+        listing = Listing.from_paths(self.read_paths_from_list())
         spec = repr((str(self.list_file()), self.path_column, self.root, self.dataset_column,
                      self.name if self.select is None else self.select))
         store = Path(cache_dir) / "index" / f"list-{self.name}-{hashlib.sha1(spec.encode()).hexdigest()[:16]}.parquet"

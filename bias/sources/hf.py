@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bias.data import DataConfigError
-from bias.images import _sniff
+from bias.images import sniff_format
 from bias.sources.base import Source, register_source
 from bias.sources.webdataset import ShardIndex, build_shard_index, write_shards
 
@@ -190,7 +190,7 @@ class HFSource(Source):
                 data, reason = image_bytes(value, base)
                 members = {}
                 if data is not None:
-                    members[_EXTENSIONS.get(_sniff(data) or "", "jpg")] = data
+                    members[_EXTENSIONS.get(sniff_format(data) or "", "jpg")] = data
                 else:
                     meta = {**meta, "error": reason}
                 members["json"] = json.dumps(meta).encode()

@@ -36,18 +36,20 @@ import tarfile
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from bias import images
 from bias.images import IMAGE_EXTENSIONS, ImageDecodeError
+from bias.parallel import parallel_map
+from bias.results import write_parquet_atomic
 from bias.sources.base import Source, register_source
+from bias.strings import StringColumn, sha1_array
 
 SHARD_INDEX_VERSION = 1
 MAX_OPEN_SHARDS = 64
@@ -140,16 +142,6 @@ def _is_image_ext(ext: str) -> bool:
     return "." + ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
 
 
-def _check_bytes(data: bytes, label: str) -> tuple[str, str]:
-    """(reason or "", sha1) for one member's bytes, decoded exactly as an image file would be."""
-    digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
-    try:
-        images._decode_data(label, data, None)  # the folder decoder, fed from memory
-    except ImageDecodeError as err:
-        return err.reason, digest
-    return "", digest
-
-
 def _tail_problem(f: io.BufferedReader, end: int, file_size: int) -> str | None:
     """Why the bytes after the last readable member are not a clean tar end (zero blocks), if they are not."""
     if end >= file_size:
@@ -198,7 +190,8 @@ def index_shard(path: str) -> pa.Table:
                     sample.update(reason=f"too large: member of {info.size} bytes > MAX_FILE_BYTES", sha1="")
                 else:
                     f.seek(info.offset_data)
-                    sample["reason"], sample["sha1"] = _check_bytes(f.read(info.size), info.name)
+                    reason, sample["sha1"] = images.check_bytes_with_sha1(f.read(info.size), info.name)
+                    sample["reason"] = reason or ""
                 continue
             sample["other"].append(info.name)
             if truncated or info.size > _TAIL_CHECK_BYTES or ext not in ("txt", "json"):
@@ -256,11 +249,9 @@ def _shard_store(cache_dir: Path, shard: str) -> Path:
     return cache_dir / "index" / "shards" / f"{Path(shard).name}-{key}.parquet"
 
 
-def _index_shard_to(shard: str, store: str) -> str:
-    table = index_shard(shard)
-    tmp = f"{store}.tmp{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, store)
+def _index_shard_to(job: tuple[str, str]) -> str:
+    shard, store = job
+    write_parquet_atomic(index_shard(shard), Path(store))
     return store
 
 
@@ -282,19 +273,20 @@ class ShardIndex:
     """Columns over all samples of a list of shards, in shard order then member order.
 
     `labels[shard[i]] + "/" + member[i]` names sample i (the shard path, or e.g. a Hugging Face
-    dataset's name for shards materialised from it).
+    dataset's name for shards materialised from it). Text columns are `StringColumn`s and digests
+    an `S40` array, so the index holds no per-sample Python objects.
     """
 
     root: str
     shards: list[str]
     labels: list[str]
     shard: np.ndarray  # int32, position in `shards`
-    member: np.ndarray  # str (object)
+    member: StringColumn
     offset: np.ndarray  # int64, byte offset of the member's data
     size: np.ndarray  # int64
     ok: np.ndarray  # bool
-    reason: np.ndarray  # str (object), "" when ok
-    sha1: np.ndarray  # str (object), "" when unreadable
+    reason: StringColumn  # "" when ok
+    sha1: np.ndarray  # S40, b"" when unreadable
 
     def __len__(self) -> int:
         return len(self.member)
@@ -306,18 +298,28 @@ class ShardIndex:
     def usable(self) -> np.ndarray:
         return np.flatnonzero(self.ok)
 
-    def sample_ids(self, positions: np.ndarray) -> np.ndarray:
-        return np.array([f"{self.labels[s]}/{m}" for s, m in zip(self.shard[positions], self.member[positions])],
-                        dtype=object)
+    def _per_shard(self, values: Sequence[str], positions: np.ndarray) -> pa.Array:
+        codes = pa.array(self.shard[positions], pa.int32())
+        return pa.DictionaryArray.from_arrays(codes, pa.array(values, pa.large_string())).dictionary_decode()
 
-    def read_paths(self, positions: np.ndarray) -> np.ndarray:
-        return np.array([member_locator(self.shards[s], o, n) for s, o, n in
-                         zip(self.shard[positions], self.offset[positions], self.size[positions])], dtype=object)
+    def sample_ids(self, positions: np.ndarray) -> StringColumn:
+        """`<label>/<member>` of the samples at `positions` (joined in Arrow, no per-sample objects)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return StringColumn.from_arrow(pc.binary_join_element_wise(
+            self._per_shard(self.labels, positions), self.member[positions].to_arrow(), pa.scalar("/", pa.large_string())))
+
+    def read_paths(self, positions: np.ndarray) -> StringColumn:
+        """`member_locator(...)` of the samples at `positions`, built in Arrow."""
+        positions = np.asarray(positions, dtype=np.int64)
+        parts = [pa.array(np.full(len(positions), LOCATOR_PREFIX[:-1]), pa.large_string()),
+                 pc.cast(pa.array(self.offset[positions]), pa.large_string()),
+                 pc.cast(pa.array(self.size[positions]), pa.large_string()),
+                 self._per_shard(self.shards, positions)]
+        return StringColumn.from_arrow(pc.binary_join_element_wise(*parts, pa.scalar(":", pa.large_string())))
 
     def broken(self) -> list[dict[str, str]]:
         bad = np.flatnonzero(~self.ok)
-        return [{"path": str(p), "reason": str(r), "stage": "index"}
-                for p, r in zip(self.sample_ids(bad), self.reason[bad])]
+        return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.sample_ids(bad), self.reason[bad])]
 
 
 def build_shard_index(shards: Sequence[str], cache_dir: str | os.PathLike, num_workers: int | None = None,
@@ -334,39 +336,25 @@ def build_shard_index(shards: Sequence[str], cache_dir: str | os.PathLike, num_w
                                 "fix the shard pattern (brace ranges are inclusive) or drop the missing ones")
     cache_dir = Path(cache_dir)
     stores = [_shard_store(cache_dir, s) for s in shards]
-    todo = [i for i, (s, store) in enumerate(zip(shards, stores)) if not _stored_is_current(store, s)]
-    if todo:
-        stores[0].parent.mkdir(parents=True, exist_ok=True)
-        workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-        bar = tqdm(total=len(todo), desc=desc, unit="shard", leave=False)
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(workers, len(todo))) as pool:
-                for _ in pool.map(_index_shard_to, [shards[i] for i in todo], [str(stores[i]) for i in todo]):
-                    bar.update()
-        else:
-            for i in todo:
-                _index_shard_to(shards[i], str(stores[i]))
-                bar.update()
-        bar.close()
+    todo = [(shards[i], str(stores[i])) for i in range(len(shards)) if not _stored_is_current(stores[i], shards[i])]
+    for _ in parallel_map(_index_shard_to, todo, num_workers, chunksize=1, desc=desc, unit="shard", min_items=2,
+                          in_flight_per_worker=2):
+        pass
     columns = ["member", "offset", "size", "ok", "reason", "sha1"]
     tables = [pq.read_table(store, columns=columns) for store in stores]
     counts = np.array([t.num_rows for t in tables], dtype=np.int64)
     table = pa.concat_tables(tables) if tables else _EMPTY_SCHEMA.empty_table().select(columns)
-
-    def col(name: str) -> np.ndarray:
-        return table.column(name).to_numpy(zero_copy_only=False)
-
     return ShardIndex(
         root=root or (shards[0] if len(shards) == 1 else f"{len(shards)} shards from {shards[0] if shards else '-'}"),
         shards=shards,
         labels=list(labels) if labels is not None else shards,
         shard=np.repeat(np.arange(len(shards), dtype=np.int32), counts),
-        member=col("member").astype(object),
-        offset=col("offset").astype(np.int64),
-        size=col("size").astype(np.int64),
-        ok=col("ok").astype(bool),
-        reason=col("reason").astype(object),
-        sha1=col("sha1").astype(object),
+        member=StringColumn.from_arrow(table.column("member")),
+        offset=table.column("offset").to_numpy().astype(np.int64),
+        size=table.column("size").to_numpy().astype(np.int64),
+        ok=table.column("ok").to_numpy().astype(bool),
+        reason=StringColumn.from_arrow(table.column("reason")),
+        sha1=sha1_array(table.column("sha1")),
     )
 
 
@@ -434,7 +422,7 @@ def load_member(locator: str, resize_shorter: int | None = None) -> np.ndarray:
     """Decode the member at `locator` to an H x W x 3 uint8 array, with the rules of `bias.images.load_rgb`."""
     shard, offset, size = parse_locator(locator)
     data = read_member(shard, offset, size)
-    return np.array(images._decode_data(f"{shard}@{offset}", data, resize_shorter))
+    return images.load_rgb_bytes(data, f"{shard}@{offset}", resize_shorter)
 
 
 # ----------------------------------------------------------------------------------------------------
