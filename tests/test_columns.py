@@ -89,3 +89,35 @@ def test_parallel_map_runs_in_worker_processes_only_when_asked():
     assert set(parallel_map(_pid, range(200), 2, chunksize=10)) - {os.getpid()}
     assert set(parallel_map(_pid, range(200), 1)) == {os.getpid()}
     assert set(parallel_map(_pid, range(10), 2)) == {os.getpid()}  # below min_items: not worth a pool
+
+
+def test_one_registry_serves_transforms_sources_generators_archs_and_tasks():
+    from bias.registry import Registry, UnknownNameError
+    from bias.sources import SOURCE_KINDS
+    from memorization.generators import list_generators
+    from memorization.zoo.archs import ARCHS
+    from memorization.zoo.tasks import TASKS
+    from transforms.registry import TRANSFORMS, UnknownTransformError
+
+    reg: Registry = Registry("widget", hint="Add one with @WIDGETS.register.")
+
+    @reg.register("knob")
+    class Knob:
+        def __init__(self, size: int = 1) -> None:
+            self.size = size
+
+    assert Knob.name == "knob" and reg.create("knob", size=3).size == 3 and "knob" in reg and reg.names() == ["knob"]
+    reg.register("knob")(Knob)  # the same class again is fine
+    with pytest.raises(ValueError, match="already registered by"):
+        reg.register("knob")(type("Other", (), {}))
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'dial'; available: knob\. Add one"):
+        reg.get("dial")
+    with pytest.raises(TypeError, match="bad parameters for widget 'knob'"):
+        reg.create("knob", colour="red")
+    assert {"canny", "reference"} <= set(TRANSFORMS.names()) and TRANSFORMS.get("canny").name == "canny"
+    with pytest.raises(UnknownTransformError):
+        TRANSFORMS.get("nope")
+    assert SOURCE_KINDS.names() == ["folder", "hf", "list", "webdataset"]
+    assert SOURCE_KINDS.get("webdataset").kind == "webdataset"
+    assert {"copy", "pdiff"} <= set(list_generators())
+    assert "mlp" in ARCHS and "mnist1d" in TASKS.names()

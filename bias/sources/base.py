@@ -10,26 +10,15 @@ and skipped-file accounting work the same for every kind, and several kinds mix 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bias.data import DataConfigError, check_dataset_names
+from bias.registry import Registry
 
-SOURCE_KINDS: dict[str, type[Source]] = {}
-
-
-def register_source(kind: str) -> Callable[[type[Source]], type[Source]]:
-    """Class decorator: `kind: <kind>` in a dataset entry builds this class."""
-
-    def add(cls: type[Source]) -> type[Source]:
-        if kind in SOURCE_KINDS:
-            raise ValueError(f"source kind {kind!r} is registered twice")
-        cls.kind = kind
-        SOURCE_KINDS[kind] = cls
-        return cls
-
-    return add
+SOURCE_KINDS: Registry[type[Source]] = Registry("source kind", attr="kind")
+register_source = SOURCE_KINDS.register  # class decorator: `kind: <kind>` in a dataset entry builds this class
 
 
 @dataclasses.dataclass
@@ -57,8 +46,8 @@ def create_source(name: str, spec: Mapping[str, Any], default_kind: str | None =
     params = dict(spec)
     kind = str(params.pop("kind", None) or default_kind or "")
     if kind not in SOURCE_KINDS:
-        raise DataConfigError(f"data.datasets.{name}.kind is {kind or 'not set'!r}; choose one of {sorted(SOURCE_KINDS)}")
-    cls = SOURCE_KINDS[kind]
+        raise DataConfigError(f"data.datasets.{name}.kind is {kind or 'not set'!r}; choose one of {SOURCE_KINDS.names()}")
+    cls = SOURCE_KINDS.get(kind)
     fields = {f.name for f in dataclasses.fields(cls)} - {"name"}
     unknown = sorted(set(params) - fields)
     if unknown:

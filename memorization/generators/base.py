@@ -16,21 +16,19 @@ can record it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
+from bias.registry import Registry, UnknownNameError
 from memorization.zoo.store import Zoo
 
-_REGISTRY: dict[str, type[WeightGenerator]] = {}
 G = TypeVar("G", bound=type["WeightGenerator"])
 
 
-class UnknownGeneratorError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownGeneratorError(UnknownNameError):
+    """No weight generator is registered under this name."""
 
 
 class NotFittedError(RuntimeError):
@@ -119,44 +117,17 @@ def cpu_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def register_generator(name: str) -> Callable[[G], G]:
-    """Class decorator that makes a generator available by `name`."""
+GENERATORS: Registry[type[WeightGenerator]] = Registry(
+    "generator", builtin="memorization.generators.builtin", error=UnknownGeneratorError,
+    hint="Register a new one with @register_generator and add configs/memorize/generator/<name>.yaml.")
 
-    def decorator(cls: G) -> G:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"generator {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def _load_builtin() -> None:
-    import memorization.generators.builtin  # noqa: F401  (registers every built-in generator)
-
-
-def list_generators() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def get_generator_class(name: str) -> type[WeightGenerator]:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise UnknownGeneratorError(
-            f"unknown generator {name!r}; available: {', '.join(sorted(_REGISTRY))}. "
-            "Register a new one with @register_generator and add configs/memorize/generator/<name>.yaml."
-        )
-    return _REGISTRY[name]
+register_generator = GENERATORS.register  # class decorator: @register_generator("pdiff")
+list_generators = GENERATORS.names
+get_generator_class = GENERATORS.get
 
 
 def create_generator(name: str, /, **params: Any) -> WeightGenerator:
     """``create_generator("noise", sigma=0.04)``; a group config with its own ``name`` key can be splatted in."""
-    cls = get_generator_class(name)
     if params.pop("name", name) != name:
         raise ValueError(f"create_generator({name!r}) was given a config for a different generator")
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise TypeError(f"bad parameters for generator {name!r}: {err}") from err
+    return GENERATORS.create(name, **params)

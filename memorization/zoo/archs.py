@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bias.registry import Registry
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,  # negative slope 0.01, as torch's default
@@ -22,15 +24,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
 }
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_arch(name: str):
-    def wrap(cls):
-        ARCHS[name] = cls
-        return cls
-
-    return wrap
+ARCHS: Registry[Callable[..., nn.Module]] = Registry("zoo architecture", attr=None)
+register_arch = ARCHS.register  # class decorator: @register_arch("mlp")
 
 
 def _activation(name: str) -> nn.Module:
@@ -116,12 +111,10 @@ def build_arch(arch: Mapping[str, Any], input_shape: Sequence[int], num_classes:
     """``arch = {"name": ..., **kwargs}`` -> a fresh module (initialised from torch's global RNG)."""
     kwargs = dict(arch)
     name = kwargs.pop("name", None)
-    if name not in ARCHS:
-        raise KeyError(f"unknown zoo architecture {name!r}; choose one of {sorted(ARCHS)}")
     for k, v in list(kwargs.items()):
         if isinstance(v, list):
             kwargs[k] = tuple(v)
-    return ARCHS[name](tuple(input_shape), int(num_classes), **kwargs)
+    return ARCHS.create(str(name), tuple(input_shape), int(num_classes), **kwargs)
 
 
 def init_params(arch: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, seed: int) -> torch.Tensor:

@@ -35,19 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TASKS: dict[str, Callable[..., Task]] = {}
+from bias.registry import Registry
 
-
-def register_task(name: str):
-    def wrap(fn):
-        TASKS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_tasks() -> list[str]:
-    return sorted(TASKS)
+TASKS: Registry[Callable[..., Task]] = Registry("zoo task", attr=None)
+register_task = TASKS.register  # decorator of a function returning a Task: @register_task("digits")
+list_tasks = TASKS.names
 
 
 @dataclass
@@ -240,13 +232,12 @@ def planted_task(preset: str = "planted", n_per_dataset: int = 1000, render_size
 
 @functools.lru_cache(maxsize=16)
 def _cached(name: str, kwargs_json: str) -> Task:
-    return TASKS[name](**json.loads(kwargs_json))
+    return TASKS.create(name, **json.loads(kwargs_json))
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
     """The task `name` with `kwargs` (cached per process: building a task takes up to seconds)."""
-    if name not in TASKS:
-        raise KeyError(f"unknown zoo task {name!r}; choose one of {list_tasks()}")
+    TASKS.get(name)  # an unknown name fails here, listing the known ones
     from memorization.zoo.store import _plain
 
     return _cached(name, json.dumps(_plain(kwargs), sort_keys=True))
