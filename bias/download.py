@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +167,28 @@ class MetadataReader(abc.ABC):
         return {"reader": self.name, "params": self.params(), "files": files}
 
 
+def pick_rows(records: Iterable[Any], rows: np.ndarray, batch: int) -> Iterator[list[tuple[int, Any]]]:
+    """Walk `records` once and yield lists of up to `batch` ``(position, record)`` for the positions in
+    `rows` (sorted, distinct). Reading stops after the last wanted position; `rows` stays a numpy array."""
+    buf: list[tuple[int, Any]] = []
+    if len(rows) == 0:
+        return
+    k, target = 0, int(rows[0])
+    for i, record in enumerate(records):
+        if i != target:
+            continue
+        buf.append((i, record))
+        if len(buf) >= batch:
+            yield buf
+            buf = []
+        k += 1
+        if k == len(rows):
+            break
+        target = int(rows[k])
+    if buf:
+        yield buf
+
+
 def _url_table(rows: Sequence[int], urls: Sequence[str | None], captions: Sequence[str | None] | None,
                extras: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
     cols: dict[str, Any] = {"row": pa.array(rows, pa.int64()), "url": pa.array(urls, pa.string())}
@@ -208,28 +230,15 @@ class TsvReader(MetadataReader):
         return lines + (last != b"\n")
 
     def take(self, rows: np.ndarray, batch: int = 65536) -> Iterator[pa.Table]:
-        wanted = iter(rows.tolist())
-        target = next(wanted, None)
-        out_rows: list[int] = []
-        urls: list[str] = []
-        caps: list[str] = []
         with open(self.path, "rb") as f:
-            for i, raw in enumerate(f):
-                if target is None:
-                    break
-                if i != target:
-                    continue
-                fields = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace").split(self.delimiter)
-                out_rows.append(i)
-                urls.append(fields[self.url_field].strip() if self.url_field < len(fields) else "")
-                if self.caption_field is not None:
-                    caps.append(fields[self.caption_field] if self.caption_field < len(fields) else "")
-                target = next(wanted, None)
-                if len(out_rows) >= batch:
-                    yield _url_table(out_rows, urls, caps if self.has_caption else None)
-                    out_rows, urls, caps = [], [], []
-        if out_rows:
-            yield _url_table(out_rows, urls, caps if self.has_caption else None)
+            for picked in pick_rows(f, rows, batch):
+                urls, caps = [], []
+                for _, raw in picked:
+                    fields = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace").split(self.delimiter)
+                    urls.append(fields[self.url_field].strip() if self.url_field < len(fields) else "")
+                    if self.caption_field is not None:
+                        caps.append(fields[self.caption_field] if self.caption_field < len(fields) else "")
+                yield _url_table([i for i, _ in picked], urls, caps if self.has_caption else None)
 
 
 @register_reader
@@ -355,23 +364,9 @@ class SqliteReader(MetadataReader):
         where, args = self._where()
         cols = [self.url_column] + [c for c in (self.caption_column, self.id_column) if c is not None]
         query = f"SELECT {', '.join(cols)} FROM {self.table}{where} ORDER BY rowid"
-        wanted = iter(rows.tolist())
-        target = next(wanted, None)
-        buf: list[tuple[int, tuple[Any, ...]]] = []
         with closing(self._connect()) as con:
-            cursor = con.execute(query, args)
-            for i, record in enumerate(cursor):
-                if target is None:
-                    break
-                if i != target:
-                    continue
-                buf.append((i, record))
-                target = next(wanted, None)
-                if len(buf) >= batch:
-                    yield self._table(buf)
-                    buf = []
-        if buf:
-            yield self._table(buf)
+            for picked in pick_rows(con.execute(query, args), rows, batch):
+                yield self._table(picked)
 
     def _table(self, buf: list[tuple[int, tuple[Any, ...]]]) -> pa.Table:
         records = [r for _, r in buf]

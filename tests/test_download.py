@@ -242,6 +242,23 @@ def test_sample_rows_is_the_documented_draw_and_reads_back_exactly(metadata, tmp
             write_url_sample(reader, tmp_path / name, N_URLS, SEED + 1, name)
 
 
+def test_pick_rows_batches_the_wanted_records_and_stops_reading_after_the_last():
+    from bias.download import pick_rows
+
+    consumed = []
+
+    def records():
+        for i in range(1000):
+            consumed.append(i)
+            yield f"r{i}"
+
+    batches = list(pick_rows(records(), np.array([0, 3, 4, 9, 17]), batch=2))
+    assert batches == [[(0, "r0"), (3, "r3")], [(4, "r4"), (9, "r9")], [(17, "r17")]]
+    assert consumed[-1] == 17
+    assert list(pick_rows(iter(["a"]), np.array([], dtype=np.int64), 5)) == []
+    assert list(pick_rows(iter(["a", "b"]), np.array([1, 5]), 5)) == [[(1, "b")]]  # past the end: what exists
+
+
 def test_reader_errors_name_the_fix(tmp_path):
     db = tmp_path / "x.sqlite"
     con = sqlite3.connect(db)
