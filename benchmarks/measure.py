@@ -22,6 +22,12 @@ def peak_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
+def reset_peak() -> None:
+    """Restart the high-water mark at the current RSS (Linux >= 4.0), to measure one step of a process."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def run_step(script: str, args: list[str]) -> dict:
     """Run `script --child ...args` in a fresh interpreter; its last stdout line is a JSON result."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bias.strings import StringColumn, as_string_column, sha1_array, sha1_to_arrow
+from bias.strings import StringColumn, as_string_column, release_arrow_memory, sha1_array, sha1_to_arrow
 
 
 class DataConfigError(ValueError):
@@ -135,6 +135,8 @@ class Split:
 
     def all_read(self) -> StringColumn:
         """Train then val read paths."""
+        if self.train_read is self.train_paths and self.val_read is self.val_paths:
+            return self.all_paths()
         return StringColumn.concat([self.train_read, self.val_read])
 
     def all_sha1(self) -> np.ndarray:
@@ -158,8 +160,10 @@ class Split:
     def without_train(self, positions: np.ndarray) -> Split:
         keep = np.ones(len(self.train_paths), dtype=bool)
         keep[positions] = False
-        return Split(self.names, self.train_paths[keep], self.train_labels[keep], self.train_sha1[keep],
-                     self.val_paths, self.val_labels, self.val_sha1, self.train_read[keep], self.val_read)
+        paths = self.train_paths[keep]
+        read = paths if self.train_read is self.train_paths else self.train_read[keep]
+        return Split(self.names, paths, self.train_labels[keep], self.train_sha1[keep],
+                     self.val_paths, self.val_labels, self.val_sha1, read, self.val_read)
 
 
 def _decode(codes: np.ndarray, values: Sequence[str]) -> pa.Array:
@@ -196,11 +200,17 @@ def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_data
         rest = order[val_per_dataset:]
         train = np.sort(rest if per_dataset is None else rest[:per_dataset])
         for key, pos in (("t", train), ("v", val)):
-            parts[key + "p"].append(index.sample_ids(pos))
-            parts[key + "r"].append(index.read_paths(pos))
+            ids = index.sample_ids(pos)
+            parts[key + "p"].append(ids)
+            parts[key + "r"].append(ids if getattr(index, "reads_by_sample_id", False) else index.read_paths(pos))
             parts[key + "h"].append(index.sha1[pos])
             parts[key + "l"].append(np.full(len(pos), label, dtype=np.int64))
-    cat = {k: (StringColumn.concat(v) if k[1] in "pr" else np.concatenate(v)) for k, v in parts.items()}
+    cat = {k: (StringColumn.concat(v) if k[1] == "p" else np.concatenate(v)) for k, v in parts.items() if k[1] != "r"}
+    for key in "tv":  # one column for ids and read paths where every dataset reads by sample id (files)
+        same = all(r is p for r, p in zip(parts[key + "r"], parts[key + "p"]))
+        cat[key + "r"] = cat[key + "p"] if same else StringColumn.concat(parts[key + "r"])
+    del parts
+    release_arrow_memory()  # the per-dataset gathers were Arrow buffers; the split holds its own copies
     return Split(names, cat["tp"], cat["tl"], cat["th"], cat["vp"], cat["vl"], cat["vh"], cat["tr"], cat["vr"])
 
 
@@ -209,29 +219,35 @@ def duplicate_report(split: Split, examples: int = 20) -> dict[str, Any]:
 
     A file in val whose bytes also occur in train lets a classifier score by memorising, and
     one whose bytes occur in two datasets cannot be classified at all; both are reported.
-    Vectorised over the digest arrays (sorting, no per-image dict or set).
+    Vectorised over the digest arrays (one sort and binary searches, no per-image dict or set).
     """
     train_h, val_h = split.train_sha1, split.val_sha1
-    val_in_train = np.flatnonzero(np.isin(val_h, train_h))
-    by_hash = np.argsort(train_h, kind="stable")
-    first_copy = by_hash[np.searchsorted(train_h[by_hash], val_h[val_in_train[:examples]])]
+    by_hash = np.argsort(train_h, kind="stable")  # one sort of the train digests answers three questions
+    sorted_train = train_h[by_hash]
+    at = np.minimum(np.searchsorted(sorted_train, val_h), max(len(sorted_train) - 1, 0))
+    val_in_train = np.flatnonzero(sorted_train[at] == val_h) if len(sorted_train) else np.zeros(0, np.int64)
+    first_copy = by_hash[at[val_in_train[:examples]]]  # the first train file with those bytes
     cross = [{"val": split.val_paths[int(v)], "train": split.train_paths[int(t)]}
              for v, t in zip(val_in_train[:examples], first_copy)]
+    distinct_train = int(len(sorted_train) > 0) + int(np.count_nonzero(sorted_train[1:] != sorted_train[:-1]))
+    sorted_val = np.sort(val_h)
+    at = np.minimum(np.searchsorted(sorted_val, train_h), max(len(sorted_val) - 1, 0))
+    train_in_val = np.flatnonzero(sorted_val[at] == train_h) if len(sorted_val) else np.zeros(0, np.int64)
     all_h, all_label = split.all_sha1(), split.all_labels()
     order = np.lexsort((all_label, all_h))
     h, lab = all_h[order], all_label[order]
     new_pair = np.ones(len(h), dtype=bool)  # first row of each distinct (hash, label)
     new_pair[1:] = (h[1:] != h[:-1]) | (lab[1:] != lab[:-1])
     pair_h = h[new_pair]
-    shared = np.ones(len(pair_h), dtype=bool)  # a hash with two or more labels: later rows of a run of equal hashes
-    shared[0] = False
+    shared = np.zeros(len(pair_h), dtype=bool)  # a hash with two or more labels: later rows of a run of equal hashes
     shared[1:] = pair_h[1:] == pair_h[:-1]
-    across = np.unique(pair_h[shared])  # sorted
+    across = pair_h[shared]
+    across = across[np.r_[True, across[1:] != across[:-1]]] if len(across) else across  # sorted, each once
     return {
         "train_val": int(len(val_in_train)),
         "train_val_examples": cross,
         "across_datasets": int(len(across)),
         "across_datasets_hashes": [x.decode("ascii") for x in across[:examples]],
-        "within_train": int(len(train_h) - len(np.unique(train_h))),
-        "_train_positions_in_val": np.flatnonzero(np.isin(train_h, val_h)),
+        "within_train": int(len(train_h) - distinct_train),
+        "_train_positions_in_val": train_in_val,
     }

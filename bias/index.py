@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from bias.images import check_image_with_sha1, is_image_path
 from bias.parallel import parallel_map
 from bias.results import write_parquet_atomic
-from bias.strings import SHA1_DTYPE, StringColumn, sha1_array, sha1_to_arrow
+from bias.strings import SHA1_DTYPE, StringColumn, release_arrow_memory, sha1_array, sha1_to_arrow
 
 INDEX_VERSION = 1
 
@@ -58,6 +58,9 @@ class FileIndex:
     def broken(self) -> list[dict[str, str]]:
         bad = np.flatnonzero(~self.ok)
         return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.paths[bad], self.reason[bad])]
+
+    #: `read_paths(p)` is `sample_ids(p)`: a split can keep one column for both.
+    reads_by_sample_id = True
 
     def sample_ids(self, positions: np.ndarray) -> StringColumn:
         """What names the samples at `positions` in manifests and reports (here: the file path)."""
@@ -170,10 +173,21 @@ def _reuse_stored(old: pa.Table, listing: Listing, ok: np.ndarray, reason_code: 
                   sha1: np.ndarray, todo: np.ndarray) -> None:
     """Fill the results of files unchanged (same path, size and mtime) since the stored index `old`.
 
-    Vectorised: a hash join in Arrow instead of a dict of every path; only matched rows are converted.
+    Vectorised: when the paths are the same as stored, row by row; otherwise a hash join in Arrow instead
+    of a dict of every path. Only matched rows are converted.
     """
-    stored_paths = old.column("path").cast(pa.large_string())
-    found = pc.index_in(listing.paths.to_arrow(), value_set=stored_paths).fill_null(-1).to_numpy()
+    stored_paths = StringColumn.from_arrow(old.column("path"))
+    if stored_paths == listing.paths:  # the usual case, no file added or removed: row i is row i
+        del stored_paths
+        same = (old.column("size").to_numpy() == listing.size) & (old.column("mtime_ns").to_numpy() == listing.mtime_ns)
+        ok[same] = old.column("ok").to_numpy(zero_copy_only=False)[same]
+        sha1[same] = sha1_array(old.column("sha1"))[same]
+        _reuse_reasons(old.column("reason"), np.flatnonzero(same), same, reason_code, reasons)
+        todo[same] = False
+        return
+    # otherwise match by path
+    found = pc.index_in(listing.paths.to_arrow(), value_set=stored_paths.to_arrow()).fill_null(-1).to_numpy()
+    del stored_paths
     hit = np.flatnonzero(found >= 0)
     src = found[hit]
     same = ((old.column("size").to_numpy()[src] == listing.size[hit])
@@ -181,10 +195,17 @@ def _reuse_stored(old: pa.Table, listing: Listing, ok: np.ndarray, reason_code: 
     hit, src = hit[same], pa.array(src[same])
     ok[hit] = old.column("ok").take(src).to_numpy(zero_copy_only=False)
     sha1[hit] = sha1_array(old.column("sha1").take(src))
-    codes = old.column("reason").take(src).combine_chunks().dictionary_encode()
-    values = codes.dictionary.to_pylist()  # the distinct reasons: a handful of strings
-    reason_code[hit] = np.array([_code(reasons, v) for v in values], dtype=np.int32)[codes.indices.to_numpy()]
+    _reuse_reasons(old.column("reason").take(src), hit, None, reason_code, reasons)
     todo[hit] = False
+
+
+def _reuse_reasons(stored: pa.ChunkedArray, hit: np.ndarray, mask: np.ndarray | None, reason_code: np.ndarray,
+                   reasons: dict[str, int]) -> None:
+    """Codes of the stored reasons (rows `mask` of `stored`, or all of it) for the listing rows `hit`."""
+    codes = stored.combine_chunks().dictionary_encode()
+    values = codes.dictionary.to_pylist()  # the distinct reasons: a handful of strings
+    idx = codes.indices.to_numpy()
+    reason_code[hit] = np.array([_code(reasons, v) for v in values], dtype=np.int32)[idx if mask is None else idx[mask]]
 
 
 def _code(reasons: dict[str, int], reason: str) -> int:
@@ -237,6 +258,7 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
 
     reason = StringColumn.from_arrow(pa.DictionaryArray.from_arrays(pa.array(reason_code), pa.array(list(reasons), pa.large_string()))
                                      .dictionary_decode())
+    release_arrow_memory()  # the stored table and the join were transient
     index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
     if len(pending) or not store.exists():
         write_parquet_atomic(index.to_table(), store)

@@ -50,7 +50,7 @@ class StringColumn:
             ends.append(len(data))
         self._offsets = np.zeros(len(ends) + 1, dtype=np.int64)
         self._offsets[1:] = np.frombuffer(ends, dtype=np.int64) if len(ends) else 0
-        self._data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self._data = np.frombuffer(data, dtype=np.uint8)  # a view of the bytearray: no second copy
 
     @classmethod
     def _from_buffers(cls, data: np.ndarray, offsets: np.ndarray) -> StringColumn:
@@ -60,16 +60,22 @@ class StringColumn:
 
     @classmethod
     def from_arrow(cls, values: pa.Array | pa.ChunkedArray) -> StringColumn:
-        """From an Arrow (large) string array; zero-copy for an unchunked `large_string` array. Nulls are refused."""
+        """From an Arrow (large) string array; the text is shared, not copied, for an unchunked array (int32
+        offsets are widened to int64). Nulls are refused."""
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
         if values.null_count:
             raise ValueError(f"{values.null_count} of {len(values)} strings are null")
-        if not pa.types.is_large_string(values.type):
-            values = values.cast(pa.large_string())
+        if pa.types.is_string(values.type):  # int32 offsets (parquet's default): widen those, share the text
+            width = np.int32
+        else:
+            if not pa.types.is_large_string(values.type):
+                values = values.cast(pa.large_string())
+            width = np.int64
         _, offsets_buf, data_buf = values.buffers()
         n = len(values)
-        offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=values.offset + n + 1)[values.offset:]
+        offsets = np.frombuffer(offsets_buf, dtype=width, count=values.offset + n + 1)[values.offset:]
+        offsets = offsets.astype(np.int64, copy=False)
         data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
         if n == 0:
             return cls._from_buffers(np.zeros(0, np.uint8), np.zeros(1, np.int64))
@@ -145,6 +151,11 @@ class StringColumn:
     @property
     def nbytes(self) -> int:
         return int(self._data.nbytes + self._offsets.nbytes)
+
+
+def release_arrow_memory() -> None:
+    """Hand memory Arrow's allocator keeps after large transient gathers back to the OS."""
+    pa.default_memory_pool().release_unused()
 
 
 def as_string_column(values: Any) -> StringColumn:
