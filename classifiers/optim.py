@@ -26,10 +26,18 @@ def decay_groups(params: Iterable[torch.Tensor], weight_decay: float, batch_dims
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: torch.nn.Module | list[dict], lr: float, weight_decay: float, betas=(0.9, 0.95),
-                    eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over `model`'s parameters, or over ready parameter groups (from `decay_groups`)."""
-    groups = model if isinstance(model, list) else param_groups(model, weight_decay)
+def build_optimizer(model: torch.nn.Module | Iterable[torch.Tensor], lr: float, weight_decay: float,
+                    betas=(0.9, 0.95), eps: float = 1e-8, *, batch_dims: int = 0) -> torch.optim.AdamW:
+    """AdamW over `model`'s parameters (a module or loose tensors), `weight_decay` on the `decay_groups` ones.
+
+    ``batch_dims``: leading axes of the tensors that are not parameter dimensions (1 for the stacked
+    parameters of a vectorised zoo), as in `decay_groups`.
+    """
+    params = list(model.parameters() if isinstance(model, torch.nn.Module) else model)
+    if any(not isinstance(p, torch.Tensor) for p in params):
+        raise TypeError("build_optimizer takes a module or parameter tensors, not parameter groups; "
+                        "pass batch_dims= for stacked parameters")
+    groups = decay_groups(params, weight_decay, batch_dims)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 

@@ -24,6 +24,7 @@ surface points sampled uniformly by arc length / triangle area (2,048 as publish
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -272,25 +273,45 @@ def fit_fields(shapes: Sequence[Shape], cfg: FieldFitConfig | None = None, devic
     return params_t.cpu(), stats
 
 
+def field_zoo_config(n_shapes: int, dim: int = 2, seed: int = 0, kinds: Sequence[str] | None = None,
+                     cfg: FieldFitConfig | None = None) -> dict[str, Any]:
+    """The canonical config of a field zoo (what `build_field_zoo` records and `config_hash` covers)."""
+    cfg = cfg or FieldFitConfig(seed=seed)
+    return {"n_shapes": n_shapes, "dim": dim, "seed": seed, "kinds": list(kinds or []), "fit": asdict(cfg)}
+
+
 def build_field_zoo(n_shapes: int, dim: int = 2, seed: int = 0, kinds: Sequence[str] | None = None,
-                    cfg: FieldFitConfig | None = None, device: str = "cpu", progress: bool = True) -> Zoo:
+                    cfg: FieldFitConfig | None = None, device: str = "cpu", progress: bool = True,
+                    out: str | os.PathLike | None = None, overwrite: bool = False) -> Zoo:
     """A Zoo of fitted occupancy fields (task ``"fields2d"`` / ``"fields3d"``).
 
     ``meta``: model_id, run (= shape index), seed, step (fitting steps), accuracy (occupancy
     accuracy on ``eval_points`` uniform points), loss (final BCE), iou, regime ``"fields"``, kind and
     the shape's parameters (``shape``, JSON). ``error_masks`` is ``(n, 0)``: fields have no shared
     classification test set; use the Chamfer metrics of `memorization.metrics.fields`.
+
+    ``out``: as in `memorization.zoo.build_zoo`, a file built from the same config is loaded
+    instead of refitted, the new zoo is written there, and a file of another config is never
+    overwritten unless ``overwrite=True``.
     """
+    from memorization.zoo.build import reuse_zoo
+
     cfg = cfg or FieldFitConfig(seed=seed)
+    config = field_zoo_config(n_shapes, dim, seed, kinds, cfg)
+    reused = reuse_zoo(out, config, overwrite)
+    if reused is not None:
+        return reused
     shapes = random_shapes(n_shapes, dim, seed, kinds)
     params, stats = fit_fields(shapes, cfg, device, progress)
     arch = field_arch(dim, cfg.hidden, cfg.n_frequencies)
     meta = {"model_id": list(range(n_shapes)), "run": list(range(n_shapes)), "seed": [seed] * n_shapes,
             "step": [cfg.steps] * n_shapes, "accuracy": stats["accuracy"], "loss": stats["loss"], "iou": stats["iou"],
             "regime": ["fields"] * n_shapes, "kind": [s.kind for s in shapes], "shape": [asdict(s) for s in shapes]}
-    config = {"n_shapes": n_shapes, "dim": dim, "seed": seed, "kinds": list(kinds or []), "fit": asdict(cfg)}
-    return Zoo(task=f"fields{dim}d", arch=arch, spec=occupancy_spec(dim, cfg.hidden, cfg.n_frequencies), params=params,
-               meta=meta, error_masks=torch.zeros(n_shapes, 0, dtype=torch.bool), config=config)
+    zoo = Zoo(task=f"fields{dim}d", arch=arch, spec=occupancy_spec(dim, cfg.hidden, cfg.n_frequencies), params=params,
+              meta=meta, error_masks=torch.zeros(n_shapes, 0, dtype=torch.bool), config=config)
+    if out is not None:
+        zoo.save(out)
+    return zoo
 
 
 # -- surfaces ------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ class ZooBuild:
 
 
 def classification_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBuild:
-    from memorization.zoo.build import build_zoo, zoo_config
+    from memorization.zoo.build import build_zoo, zoo_config, zoo_path
 
     task = _container(cfg.task)
     task.pop("kind", None)
@@ -157,17 +157,15 @@ def classification_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBui
             raise StudyConfigError("zoo.checkpoints_per_run applies to the runs regime only")
         kwargs["checkpoints_per_run"] = int(cfg.zoo.checkpoints_per_run)
     kwargs.update(regime=regime, seed=int(cfg.zoo.seed))
-    digest = config_hash(zoo_config(**{k: kwargs[k] for k in ("task", "arch", "regime", "n_models", "seed")},
-                                    **{k: kwargs.get(k) for k in ("task_kwargs", "recipe", "subset", "finetune_lr")},
-                                    checkpoints_per_run=kwargs.get("checkpoints_per_run", 1)))
-    path = zoo_dir / f"{kwargs['task']}-{kwargs['arch']['name']}-{regime}-{digest}.safetensors"
+    path = zoo_path(zoo_dir, zoo_config(**kwargs))
     reused = path.exists()
     zoo = build_zoo(**kwargs, out=path, device=cfg.zoo.device, group_size=cfg.zoo.group_size, progress=progress)
     return ZooBuild(zoo, path, reused, regime, "classification")
 
 
 def fields_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBuild:
-    from memorization.fields import FieldFitConfig, build_field_zoo, random_shapes
+    from memorization.fields import FieldFitConfig, build_field_zoo, field_zoo_config, random_shapes
+    from memorization.zoo.build import zoo_path
 
     task = _container(cfg.task)
     if cfg.zoo.regime not in (None, "fields"):
@@ -176,18 +174,13 @@ def fields_zoo(cfg: DictConfig, zoo_dir: Path, progress: bool) -> ZooBuild:
     seed = int(cfg.zoo.seed)
     fit = FieldFitConfig(**{**task.get("fit", {}), "seed": seed})
     kinds = list(task.get("kinds") or [])
-    expected = {"n_shapes": n, "dim": int(task["dim"]), "seed": seed, "kinds": kinds, "fit": dataclasses.asdict(fit)}
-    expected = json.loads(json.dumps(expected))
-    digest = config_hash(expected)
-    path = zoo_dir / f"{task['task']}-{digest}.safetensors"
+    path = zoo_path(zoo_dir, field_zoo_config(n, int(task["dim"]), seed, kinds, fit), name=task["task"])
     reused = path.exists()
-    if reused:
-        zoo = Zoo.load(path)
-        if json.loads(json.dumps(zoo.config)) != expected:
-            raise StudyConfigError(f"{path} holds a field zoo of another config; delete it to rebuild")
-    else:
-        zoo = build_field_zoo(n, int(task["dim"]), seed, kinds or None, fit, str(cfg.zoo.device or "cpu"), progress)
-        zoo.save(path)
+    try:
+        zoo = build_field_zoo(n, int(task["dim"]), seed, kinds or None, fit, str(cfg.zoo.device or "cpu"), progress,
+                              out=path)
+    except FileExistsError as err:
+        raise StudyConfigError(f"{path} holds a field zoo of another config; delete it to rebuild") from err
     test_seed = derive_seed(seed, "test_shapes")
     test_shapes = random_shapes(int(task.get("n_test_shapes", 50)), int(task["dim"]), test_seed, kinds or None)
     return ZooBuild(zoo, path, reused, "fields", "fields", test_shapes)
@@ -267,7 +260,7 @@ class FieldsEvaluator:
     def __call__(self, params: Tensor, exclude_self: bool = False, self_index: Tensor | None = None,
                  desc: str = "") -> dict[str, np.ndarray]:
         from memorization.metrics import min_l2
-        from memorization.metrics.fields import pairwise_chamfer
+        from memorization.metrics.fields import min_chamfer, pairwise_chamfer
 
         n = len(params)
         pts, ok = (self.ref_points, self.ref_ok) if exclude_self else self.surfaces(params, desc)
@@ -275,12 +268,12 @@ class FieldsEvaluator:
         nearest_shape = np.full(n, -1)
         rows, ref_rows = ok.nonzero().flatten(), self.ref_ok.nonzero().flatten()
         if len(rows):
-            d = pairwise_chamfer(pts[rows], self.ref_points[ref_rows])
-            skip = rows if exclude_self else (torch.as_tensor(self_index)[rows] if self_index is not None else None)
-            if skip is not None:
-                same = skip[:, None] == ref_rows[None, :]
-                d = d.masked_fill(same, float("inf"))
-            v, j = d.min(1)
+            skip = None
+            if self_index is not None:  # reference index to skip -> its position among the kept reference rows
+                position = torch.full((len(self.reference) + 1,), -1, dtype=torch.long)
+                position[ref_rows] = torch.arange(len(ref_rows))
+                skip = position[torch.as_tensor(self_index, dtype=torch.long)[rows]]  # -1 (none) reads the last: -1
+            v, j = min_chamfer(pts[rows], self.ref_points[ref_rows], exclude_self=exclude_self, self_index=skip)
             v = torch.where(torch.isinf(v), torch.nan, v)  # nothing left to compare with
             novelty[rows.numpy()] = v.numpy()
             nearest_shape[rows.numpy()] = ref_rows[j].numpy()

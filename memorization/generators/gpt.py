@@ -37,7 +37,8 @@ from memorization.generators.nets import (
     Standardizer,
     TokenTransformer,
     device_generator,
-    seeded_init,
+    fit_generators,
+    seeded_modules,
     train_loop,
 )
 from memorization.generators.permutation import mlp_layers, permute_mlp, random_permute_mlp
@@ -151,19 +152,17 @@ class GPt(WeightGenerator):
         if not torch.isfinite(losses).all():
             raise ValueError("gpt: zoo.meta['loss'] has non-finite values; drop those checkpoints")
         loss_scale = 1000.0 / max(float(losses.abs().max()), 1e-8)
-        with seeded_init(seed):
-            self.norm_ = Standardizer(zoo.spec.numel(), self.normalize).fit(params[self.train_indices_])
-            self.model_ = LossConditionedTransformer(zoo.spec, self.chunk_size, self.d_model, self.depth, self.heads,
-                                                     self.dropout, loss_scale)
-            self.diffusion_ = GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, self.prediction)
-        for m in (self.norm_, self.model_, self.diffusion_):
-            m.to(dev)
+        self.norm_, self.model_, self.diffusion_ = seeded_modules(
+            seed, dev, lambda: Standardizer(zoo.spec.numel(), self.normalize).fit(params[self.train_indices_]),
+            lambda: LossConditionedTransformer(zoo.spec, self.chunk_size, self.d_model, self.depth, self.heads,
+                                               self.dropout, loss_scale),
+            lambda: GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, self.prediction))
         self._spec = zoo.spec
         train = params[self.train_indices_].to(dev)
         train_loss = losses[self.train_indices_].to(dev)
         self.start_params_ = params[self.start_indices_].clone()
         self.start_losses_ = losses[self.start_indices_].clone()
-        idx_gen, noise_gen = cpu_generator(seed), device_generator(seed + 1, dev)
+        idx_gen, noise_gen = fit_generators(seed, dev)
 
         def loss(step: int) -> Tensor:
             a, b = (i.to(dev) for i in self._draw_pairs(idx_gen))

@@ -23,11 +23,12 @@ from memorization.generators.nets import (
     MLPDenoiser,
     ParamTokenizer,
     ScalarEmbedding,
-    Standardizer,
     TokenTransformer,
     device_generator,
-    minibatch_indices,
-    seeded_init,
+    diffusion_loss,
+    fit_generators,
+    fit_normalizer,
+    seeded_modules,
     train_loop,
 )
 from memorization.generators.permutation import random_permute_mlp
@@ -77,23 +78,19 @@ class HyperDiffusion(WeightGenerator):
             copies = [random_permute_mlp(data, zoo.spec, g)[0] for _ in range(self.permutation_augment)]
             data = torch.cat([data, *copies])
         P = zoo.spec.numel()
-        with seeded_init(seed):
-            self.norm_ = Standardizer(P, self.normalize).fit(data)
+
+        def denoiser() -> nn.Module:
             if self.denoiser == "transformer":
-                self.model_ = TokenDenoiser(zoo.spec, self.chunk_size, self.d_model, self.depth, self.heads, self.dropout)
-            else:
-                self.model_ = MLPDenoiser(P, self.mlp_hidden, self.mlp_depth, self.dropout)
-            self.diffusion_ = GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, self.prediction)
-        for m in (self.norm_, self.model_, self.diffusion_):
-            m.to(dev)
-        x = self.norm_(data.to(dev))
+                return TokenDenoiser(zoo.spec, self.chunk_size, self.d_model, self.depth, self.heads, self.dropout)
+            return MLPDenoiser(P, self.mlp_hidden, self.mlp_depth, self.dropout)
+
+        self.norm_, x = fit_normalizer(data, self.normalize, dev)
+        self.model_, self.diffusion_ = seeded_modules(
+            seed, dev, denoiser,
+            lambda: GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, self.prediction))
         self.clip_range_ = (x.min(0).values, x.max(0).values)  # normalised training range, per coordinate
-        idx_gen, noise_gen = cpu_generator(seed), device_generator(seed + 1, dev)
-
-        def loss(step: int) -> Tensor:
-            batch = x[minibatch_indices(len(x), self.batch_size, idx_gen).to(dev)]
-            return self.diffusion_.training_loss(self.model_, batch, generator=noise_gen)
-
+        idx_gen, noise_gen = fit_generators(seed, dev)
+        loss = diffusion_loss(self.diffusion_, self.model_, x, self.batch_size, idx_gen, noise_gen)
         self.history_ = train_loop(self.model_, loss, self.steps, lr=self.lr, weight_decay=self.weight_decay,
                                    desc="hyperdiffusion", progress=self.progress)
 

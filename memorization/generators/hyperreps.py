@@ -33,10 +33,10 @@ from memorization.generators.base import WeightGenerator, cpu_generator, registe
 from memorization.generators.nets import (
     ParamTokenizer,
     PerTokenLinear,
-    Standardizer,
-    device_generator,
-    minibatch_indices,
-    seeded_init,
+    fit_generators,
+    fit_normalizer,
+    minibatch,
+    seeded_modules,
     train_loop,
 )
 from memorization.zoo.store import ParamSpec, Zoo
@@ -126,16 +126,12 @@ class HyperReps(WeightGenerator):
             raise KeyError("hyperreps samples from the top models by accuracy; the zoo has no meta['accuracy'] "
                            "column (evaluate the models with zoo.evaluate and add it)")
         dev = self.torch_device
-        with seeded_init(seed):
-            self.norm_ = Standardizer(zoo.spec.numel(), self.normalize).fit(zoo.params.float())
-            self.ae_ = self._build(zoo.spec)
-        self.norm_.to(dev)
-        self.ae_.to(dev)
-        x = self.norm_(zoo.params.to(dev, torch.float32))
-        idx_gen, noise_gen = cpu_generator(seed), device_generator(seed + 1, dev)
+        self.norm_, x = fit_normalizer(zoo.params.float(), self.normalize, dev)
+        (self.ae_,) = seeded_modules(seed, dev, lambda: self._build(zoo.spec))
+        idx_gen, noise_gen = fit_generators(seed, dev)
 
         def loss(step: int) -> Tensor:
-            batch = x[minibatch_indices(len(x), self.batch_size, idx_gen).to(dev)]
+            batch = minibatch(x, self.batch_size, idx_gen)
             noisy = batch + self.input_noise * torch.randn(batch.shape, device=dev, generator=noise_gen)
             return F.mse_loss(self.ae_.decode(self.ae_.encode(noisy)), batch)
 

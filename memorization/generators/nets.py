@@ -1,5 +1,10 @@
 """Building blocks shared by the learned generators: normalisation, DDPM, denoisers, tokens, training.
 
+Fitting conventions shared by every learned generator (`seeded_modules`, `fit_normalizer`,
+`fit_generators`, `minibatch`, `diffusion_loss`): modules are initialised under ``seeded_init(seed)``;
+minibatch rows come from a CPU generator seeded ``seed`` and training noise from a generator on the
+model's device seeded ``seed + 1``; sampling noise from a device generator seeded with the sample seed.
+
 Everything here is plain PyTorch and runs unchanged on CPU or GPU: tensors are created on the
 device of the module or input they belong to.
 """
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from memorization.generators.base import cpu_generator
 from memorization.zoo.store import ParamSpec
 
 NORMALIZE_MODES = ("coordinate", "global", "none")
@@ -41,6 +47,7 @@ class Standardizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: Tensor) -> Standardizer:
+        self.to(x.device)  # the statistics live where the data is (pdiff's latent scaler is never moved otherwise)
         if self.mode == "coordinate":
             mean, std = x.mean(0), x.std(0, correction=0) if len(x) > 1 else torch.ones_like(x[0])
         elif self.mode == "global":
@@ -316,3 +323,37 @@ class seeded_init:
 
     def __exit__(self, *exc) -> None:
         self._fork.__exit__(*exc)
+
+
+def seeded_modules(seed: int, device: torch.device, *builders: Callable[[], nn.Module]) -> list[nn.Module]:
+    """``[build() for build in builders]`` under ``seeded_init(seed)`` (in that order), each moved to `device`."""
+    with seeded_init(seed):
+        modules = [build() for build in builders]
+    return [m.to(device) for m in modules]
+
+
+def fit_normalizer(data: Tensor, mode: str, device: torch.device) -> tuple[Standardizer, Tensor]:
+    """A `Standardizer` fitted to `data` ``(n, P)`` (on its device) then moved to `device`, and `data` normalised there."""
+    norm = Standardizer(data.shape[1], mode).fit(data).to(device)
+    return norm, norm(data.to(device))
+
+
+def fit_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The random streams of a fit: minibatch rows (CPU, seeded `seed`) and noise (on `device`, seeded ``seed + 1``)."""
+    return cpu_generator(seed), device_generator(seed + 1, device)
+
+
+def minibatch(data: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
+    """Random rows of `data` (`minibatch_indices` from the seeded CPU `generator`), on `data`'s device."""
+    return data[minibatch_indices(len(data), batch_size, generator).to(data.device)]
+
+
+def diffusion_loss(diffusion: GaussianDiffusion, model: nn.Module, data: Tensor, batch_size: int,
+                   index_generator: torch.Generator, noise_generator: torch.Generator) -> Callable[[int], Tensor]:
+    """The `train_loop` loss of an unconditional DDPM on the rows of `data`: one `minibatch`, then
+    `GaussianDiffusion.training_loss` (timesteps and noise from `noise_generator`)."""
+
+    def loss(step: int) -> Tensor:
+        return diffusion.training_loss(model, minibatch(data, batch_size, index_generator), generator=noise_generator)
+
+    return loss

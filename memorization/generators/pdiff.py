@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memorization.generators.base import WeightGenerator, cpu_generator, register_generator
+from memorization.generators.base import WeightGenerator, register_generator
 from memorization.generators.nets import (
     ConvDenoiser1d,
     GaussianDiffusion,
     Standardizer,
     device_generator,
-    minibatch_indices,
-    seeded_init,
+    diffusion_loss,
+    fit_generators,
+    fit_normalizer,
+    minibatch,
+    seeded_modules,
     train_loop,
 )
 from memorization.zoo.store import Zoo
@@ -84,19 +87,16 @@ class PDiff(WeightGenerator):
     def _fit(self, zoo: Zoo, seed: int) -> None:
         dev = self.torch_device
         P = zoo.spec.numel()
-        with seeded_init(seed):
-            self.norm_ = Standardizer(P, self.normalize).fit(zoo.params.float())
-            self.ae_ = ConvAutoencoder1d(P, self.channels, self.latent_channels, self.kernel_size)
-            self.latent_norm_ = Standardizer(1, "global")
-            self.denoiser_ = ConvDenoiser1d(self.latent_channels, self.denoiser_channels, self.denoiser_depth)
-            self.diffusion_ = GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, "eps")
-        for m in (self.norm_, self.ae_, self.denoiser_, self.diffusion_):
-            m.to(dev)
-        x = self.norm_(zoo.params.to(dev, torch.float32))
-        idx_gen, noise_gen = cpu_generator(seed), device_generator(seed + 1, dev)
+        self.norm_, x = fit_normalizer(zoo.params.float(), self.normalize, dev)
+        self.ae_, self.denoiser_, self.diffusion_ = seeded_modules(
+            seed, dev, lambda: ConvAutoencoder1d(P, self.channels, self.latent_channels, self.kernel_size),
+            lambda: ConvDenoiser1d(self.latent_channels, self.denoiser_channels, self.denoiser_depth),
+            lambda: GaussianDiffusion(self.num_timesteps, self.beta_start, self.beta_end, "eps"))
+        self.latent_norm_ = Standardizer(1, "global")  # no random init; fit() puts it on the latents' device
+        idx_gen, noise_gen = fit_generators(seed, dev)
 
         def ae_loss(step: int) -> Tensor:
-            batch = x[minibatch_indices(len(x), self.batch_size, idx_gen).to(dev)]
+            batch = minibatch(x, self.batch_size, idx_gen)
             noisy = batch + self.input_noise * torch.randn(batch.shape, device=dev, generator=noise_gen)
             z = self.ae_.encode(noisy)
             z = z + self.latent_noise * torch.randn(z.shape, device=dev, generator=noise_gen)
@@ -109,10 +109,7 @@ class PDiff(WeightGenerator):
             self.latent_norm_.fit(z.reshape(-1, 1))
             z = self.latent_norm_(z[..., None])[..., 0]
 
-        def ddpm_loss(step: int) -> Tensor:
-            batch = z[minibatch_indices(len(z), self.batch_size, idx_gen).to(dev)]
-            return self.diffusion_.training_loss(self.denoiser_, batch, generator=noise_gen)
-
+        ddpm_loss = diffusion_loss(self.diffusion_, self.denoiser_, z, self.batch_size, idx_gen, noise_gen)
         self.ddpm_history_ = train_loop(self.denoiser_, ddpm_loss, self.ddpm_steps, lr=self.ddpm_lr,
                                         desc="pdiff latent ddpm", progress=self.progress)
 

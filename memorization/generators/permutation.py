@@ -4,7 +4,8 @@ Permuting the hidden units of layer l reorders the rows of ``W_l`` and ``b_l`` a
 of ``W_{l+1}``; with an elementwise activation the network computes exactly the same function.
 G.pt trains with such permutations as augmentation (the same permutation applied to the start
 and the target of a pair); HyperDiffusion's ablation adds permuted copies. The MLP structure is
-read with `memorization.metrics.alignment.mlp_layers` (one permutation for a whole batch:
+read with `memorization.metrics.alignment.mlp_layers`, and permuted by
+`memorization.metrics.alignment.permute_mlp` (one permutation for a whole batch:
 `memorization.metrics.alignment.permute_hidden`).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from memorization.metrics.alignment import mlp_layers
+from memorization.metrics.alignment import mlp_layers, permute_mlp
 from memorization.zoo.store import ParamSpec
 
 __all__ = ["mlp_layers", "permute_mlp", "random_permutations", "random_permute_mlp"]
@@ -23,20 +24,6 @@ def random_permutations(batch: int, width: int, generator: torch.Generator | Non
                         device: torch.device | str = "cpu") -> Tensor:
     """``(batch, width)`` independent uniformly random permutations (argsort of uniform noise)."""
     return torch.rand(batch, width, generator=generator, device=device).argsort(dim=1)
-
-
-def permute_mlp(flat: Tensor, spec: ParamSpec, perms: list[Tensor]) -> Tensor:
-    """Row b of ``flat (B, P)`` gets hidden units reordered by ``perms[l][b]`` (new unit i = old unit perm[i])."""
-    layers = mlp_layers(spec)
-    if len(perms) != len(layers) - 1:
-        raise ValueError(f"need {len(layers) - 1} permutations (one per hidden layer), got {len(perms)}")
-    params = {k: v.clone() for k, v in spec.unflatten(flat).items()}
-    for (w, b), (w_next, _), perm in zip(layers[:-1], layers[1:], perms):
-        params[w] = params[w].gather(1, perm[:, :, None].expand(-1, -1, params[w].shape[-1]))
-        if b:
-            params[b] = params[b].gather(1, perm)
-        params[w_next] = params[w_next].gather(2, perm[:, None, :].expand(-1, params[w_next].shape[1], -1))
-    return spec.flatten(params)
 
 
 def random_permute_mlp(flat: Tensor, spec: ParamSpec, generator: torch.Generator | None = None) -> tuple[Tensor, list[Tensor]]:

@@ -51,21 +51,27 @@ def mlp_layers(spec) -> list[tuple[str, str | None]]:
     return layers
 
 
-def permute_hidden(flat: Tensor, spec, perms: list[np.ndarray | Tensor]) -> Tensor:
-    """Apply one permutation per hidden layer: new unit i of layer li is old unit ``perms[li][i]``."""
+def permute_mlp(flat: Tensor, spec, perms: list[Tensor]) -> Tensor:
+    """Row b of ``flat (B, P)`` gets hidden units reordered by ``perms[l][b]`` (new unit i = old unit perm[i])."""
     layers = mlp_layers(spec)
     if len(perms) != len(layers) - 1:
         raise ValueError(f"need {len(layers) - 1} permutations (one per hidden layer), got {len(perms)}")
-    p = {k: v.clone() for k, v in spec.unflatten(flat).items()}
-    for li, perm in enumerate(perms):
-        perm = torch.as_tensor(np.asarray(perm), dtype=torch.long)
-        w, b = layers[li]
-        p[w] = p[w][..., perm, :]
+    params = {k: v.clone() for k, v in spec.unflatten(flat).items()}
+    for (w, b), (w_next, _), perm in zip(layers[:-1], layers[1:], perms):
+        params[w] = params[w].gather(1, perm[:, :, None].expand(-1, -1, params[w].shape[-1]))
         if b:
-            p[b] = p[b][..., perm]
-        w_next = layers[li + 1][0]
-        p[w_next] = p[w_next][..., :, perm]
-    return spec.flatten(p)
+            params[b] = params[b].gather(1, perm)
+        params[w_next] = params[w_next].gather(2, perm[:, None, :].expand(-1, params[w_next].shape[1], -1))
+    return spec.flatten(params)
+
+
+def permute_hidden(flat: Tensor, spec, perms: list[np.ndarray | Tensor]) -> Tensor:
+    """Apply one permutation per hidden layer to every row of ``flat (..., P)``: new unit i of layer li is
+    old unit ``perms[li][i]`` (`permute_mlp` with the same permutations for all rows)."""
+    rows = flat.reshape(-1, flat.shape[-1])
+    shared = [torch.as_tensor(np.asarray(perm), dtype=torch.long, device=flat.device).expand(len(rows), -1)
+              for perm in perms]
+    return permute_mlp(rows, spec, shared).reshape(flat.shape)
 
 
 def _descriptor(W: list[np.ndarray], B: list[np.ndarray | None], li: int, in_perm, out_perm) -> np.ndarray:
@@ -86,15 +92,15 @@ def align_mlp(flat: Tensor, reference: Tensor, spec, max_sweeps: int = 10) -> tu
     Wr = [r[w].numpy() for w, _ in layers]
     Br = [r[b].numpy() if b else None for _, b in layers]
     hidden = len(layers) - 1
+    refs = [_descriptor(Wr, Br, li, None, None) for li in range(hidden)]  # the reference never moves
     perms: list[np.ndarray] = [np.arange(W[li].shape[0]) for li in range(hidden)]
     for _ in range(max(1, max_sweeps) if hidden > 1 else 1):
         changed = False
         for li in range(hidden):
             in_perm = perms[li - 1] if li > 0 else None
             out_perm = perms[li + 1] if li + 1 < hidden else None
-            ref = _descriptor(Wr, Br, li, None, None)
             mine = _descriptor(W, B, li, in_perm, out_perm)
-            _, col = linear_sum_assignment(ref @ mine.T, maximize=True)
+            _, col = linear_sum_assignment(refs[li] @ mine.T, maximize=True)
             if not np.array_equal(col, perms[li]):
                 perms[li], changed = col, True
         if not changed:
@@ -138,4 +144,4 @@ def aligned_min_l2(gen: Tensor, train: Tensor, spec, exclude_self: bool = False,
     return values, argmin
 
 
-__all__ = ["mlp_layers", "permute_hidden", "align_mlp", "aligned_min_l2", "min_l2"]
+__all__ = ["mlp_layers", "permute_mlp", "permute_hidden", "align_mlp", "aligned_min_l2", "min_l2"]

@@ -70,12 +70,16 @@ def pairwise_chamfer(x: Tensor, y: Tensor, squared: bool = True, chunk_pairs: in
 
 
 def min_chamfer(generated: Tensor, reference: Tensor, exclude_self: bool = False, squared: bool = True,
-                **kwargs) -> tuple[Tensor, Tensor]:
+                self_index: Tensor | None = None, **kwargs) -> tuple[Tensor, Tensor]:
     """For each generated set: ``(min CD to the reference sets, index of the nearest)``.
 
     ``exclude_self=True`` requires ``generated`` and ``reference`` to be the same sets in the same
-    order (training vs training) and ignores the diagonal.
+    order (training vs training) and ignores the diagonal. ``self_index`` instead gives, per
+    generated set, the reference index to skip (-1: none), as in `memorization.metrics.similarity`;
+    a row whose only reference is skipped gets ``inf``.
     """
+    if exclude_self and self_index is not None:
+        raise ValueError("give exclude_self=True or self_index, not both")
     d = pairwise_chamfer(generated, reference, squared, **kwargs)
     if exclude_self:
         if len(generated) != len(reference):
@@ -83,6 +87,13 @@ def min_chamfer(generated: Tensor, reference: Tensor, exclude_self: bool = False
         if len(reference) < 2:
             raise ValueError("exclude_self needs at least two reference sets")
         d.fill_diagonal_(float("inf"))
+    if self_index is not None:
+        skip = torch.as_tensor(self_index, dtype=torch.long).reshape(-1)
+        if len(skip) != len(generated) or (skip >= len(reference)).any():
+            raise ValueError(f"self_index must have one entry per generated set ({len(generated)}) with values "
+                             f"< {len(reference)} (or -1)")
+        rows = (skip >= 0).nonzero().flatten()
+        d[rows, skip[rows]] = float("inf")
     values, index = d.min(dim=1)
     return values, index
 

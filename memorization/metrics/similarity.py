@@ -62,6 +62,19 @@ def _check_self(n: int, m: int, exclude_self: bool, self_index: Tensor | None) -
     return self_index
 
 
+def _iou_reference(b: Tensor, dev: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The reference masks as 0/1 `dtype` on `dev`, and their error counts (float32)."""
+    bf = b.to(dev, dtype)
+    return bf, bf.float().sum(1)
+
+
+def _iou_chunk(a: Tensor, bf: Tensor, nb: Tensor) -> Tensor:
+    """IoU ``(c, m)`` of the masks `a` ``(c, T)`` with the prepared reference (`_iou_reference`)."""
+    af = a.to(bf.device, bf.dtype)
+    inter = (af @ bf.T).float()
+    return inter / (af.float().sum(1, keepdim=True) + nb[None] - inter + IOU_EPS)
+
+
 def error_iou(a: Tensor, b: Tensor | None = None, chunk: int = 4096, device: str | torch.device | None = None,
               dtype: torch.dtype = torch.float32) -> Tensor:
     """IoU of error sets, all pairs: ``|Ea & Eb| / (|Ea | Eb| + 1e-8)`` -> ``(n, m)`` float32 on CPU.
@@ -72,15 +85,10 @@ def error_iou(a: Tensor, b: Tensor | None = None, chunk: int = 4096, device: str
     b = a if b is None else b
     _check_masks(a, b)
     _check_dtype(dtype, a.shape[1])
-    dev = _device(device, a)
-    bf = b.to(dev, dtype)
-    nb = bf.float().sum(1)
+    bf, nb = _iou_reference(b, _device(device, a), dtype)
     out = torch.empty(a.shape[0], b.shape[0])
     for start in range(0, a.shape[0], chunk):
-        af = a[start:start + chunk].to(dev, dtype)
-        inter = (af @ bf.T).float()
-        union = af.float().sum(1, keepdim=True) + nb[None] - inter
-        out[start:start + chunk] = (inter / (union + IOU_EPS)).cpu()
+        out[start:start + chunk] = _iou_chunk(a[start:start + chunk], bf, nb).cpu()
     return out
 
 
@@ -96,14 +104,11 @@ def max_similarity(gen_masks: Tensor, train_masks: Tensor, exclude_self: bool = 
     n, m = gen_masks.shape[0], train_masks.shape[0]
     self_index = _check_self(n, m, exclude_self, self_index)
     dev = _device(device, gen_masks)
-    bf = train_masks.to(dev, dtype)
-    nb = bf.float().sum(1)
+    bf, nb = _iou_reference(train_masks, dev, dtype)
     values, argmax = torch.empty(n), torch.empty(n, dtype=torch.long)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
-        af = gen_masks[rows].to(dev, dtype)
-        inter = (af @ bf.T).float()
-        iou = inter / (af.float().sum(1, keepdim=True) + nb[None] - inter + IOU_EPS)
+        iou = _iou_chunk(gen_masks[rows], bf, nb)
         skip = _self_mask(rows, m, exclude_self, self_index, dev)
         if skip is not None:
             iou = iou.masked_fill(skip, -1.0)

@@ -4,7 +4,8 @@
     zoo = build_zoo(**load_zoo_config("mnist1d_mlp", regime="runs"), seed=0, out="cache/zoos/mnist1d_mlp.safetensors")
 
 A zoo file whose stored config hash equals the requested config's is loaded instead of
-retrained; a file with a different config is never overwritten unless ``overwrite=True``.
+retrained (`reuse_zoo`); a file with a different config is never overwritten unless ``overwrite=True``.
+`zoo_path` names the file of a config in a zoo folder (the study's ``<cache_dir>/zoos``).
 The hash covers everything that changes the weights (task and its kwargs, arch, recipe, regime,
 sizes, seed, subset) and nothing that does not (device, group size, progress bars, path).
 """
@@ -81,6 +82,35 @@ def zoo_config(task: str, arch: Mapping[str, Any], regime: str, n_models: int, s
     return cfg
 
 
+def zoo_path(zoo_dir: str | os.PathLike, config: Mapping[str, Any], name: str | None = None) -> Path:
+    """Where the zoo built from `config` lives in `zoo_dir`: ``<name>-<config_hash(config)>.safetensors``.
+
+    `config` is the zoo's canonical config, as its file records it (`zoo_config(...)`;
+    `memorization.fields.field_zoo_config(...)` for neural-field zoos). `name` defaults to
+    ``<task>-<arch name>-<regime>`` of a `zoo_config` config.
+    """
+    if name is None:
+        name = f"{config['task']}-{config['arch']['name']}-{config['regime']}"
+    return Path(zoo_dir) / f"{name}-{config_hash(config)}.safetensors"
+
+
+def reuse_zoo(out: str | os.PathLike | None, config: Mapping[str, Any], overwrite: bool = False) -> Zoo | None:
+    """The zoo in the file `out` if it was built from `config`, else None (no file, or ``overwrite=True``).
+
+    A file holding a zoo of another config raises `FileExistsError` unless ``overwrite=True``.
+    """
+    if out is None or not Path(out).exists():
+        return None
+    digest = config_hash(config)
+    header = Zoo.read_header(out)
+    if header.get("config_hash") == digest:
+        return Zoo.load(out)
+    if not overwrite:
+        raise FileExistsError(f"{out} holds a zoo of another config (hash {header.get('config_hash')} != {digest}); "
+                              "pass another out= or overwrite=True")
+    return None
+
+
 def build_zoo(task: str, arch: Mapping[str, Any], regime: str = "runs", n_models: int = 100, seed: int = 0,
               out: str | os.PathLike | None = None, task_kwargs: Mapping[str, Any] | None = None,
               recipe: Mapping[str, Any] | None = None, checkpoints_per_run: int = 1,
@@ -104,18 +134,12 @@ def build_zoo(task: str, arch: Mapping[str, Any], regime: str = "runs", n_models
         out: the ``.safetensors`` file to reuse or write (None: build in memory only).
     """
     cfg = zoo_config(task, arch, regime, n_models, seed, task_kwargs, recipe, checkpoints_per_run, subset, finetune_lr)
-    digest = config_hash(cfg)
-    if out is not None and Path(out).exists():
-        header = Zoo.read_header(out)
-        if header.get("config_hash") == digest:
-            return Zoo.load(out)
-        if not overwrite:
-            raise FileExistsError(f"{out} holds a zoo of another config (hash {header.get('config_hash')} != {digest}); "
-                                  "pass another out= or overwrite=True")
+    reused = reuse_zoo(out, cfg, overwrite)
+    if reused is not None:
+        return reused
     device = torch.device(device) if device is not None else default_device()
     the_task = get_task(task, **cfg["task_kwargs"])
     rec = ZooRecipe.from_mapping(cfg["recipe"])
-    model = the_task.build_model(cfg["arch"])
     if regime == "runs":
         seeds = run_seeds(seed, n_models)
         size = int(group_size or n_models)
@@ -133,7 +157,7 @@ def build_zoo(task: str, arch: Mapping[str, Any], regime: str = "runs", n_models
         meta = {"run": [r for r in range(n_models) for _ in range(k)],
                 "seed": [seeds[r] for r in range(n_models) for _ in range(k)],
                 "step": [s for _ in range(n_models) for s in steps]}
-        full, base, base_spec = params, None, None
+        base, base_spec = None, None
     else:
         res = finetune_steps(the_task, cfg["arch"], int(seed), rec, cfg["subset"], n_models, cfg["finetune_lr"],
                              device, progress)
@@ -141,14 +165,9 @@ def build_zoo(task: str, arch: Mapping[str, Any], regime: str = "runs", n_models
         base_steps = rec.steps_per_epoch(int(the_task.y_train.shape[0])) * rec.epochs
         meta = {"run": [0] * n_models, "seed": [int(seed)] * n_models,
                 "step": [base_steps + i + 1 for i in range(n_models)]}
-        full = None
     zoo = Zoo(task, dict(cfg["arch"]), spec, params, {"model_id": list(range(len(params))), **meta},
               torch.zeros(len(params), the_task.n_test, dtype=torch.bool), cfg, base, base_spec, cfg["task_kwargs"])
-    full = zoo.full_params() if full is None else full
-    from memorization.zoo.store import ParamSpec
-
-    acc, masks, loss = the_task.evaluate(model, base_spec or ParamSpec.from_module(model), full.to(device),
-                                         chunk=eval_chunk, device=device, with_loss=True)
+    acc, masks, loss = zoo.evaluate(zoo.params, chunk=eval_chunk, device=device, task=the_task, with_loss=True)
     zoo.error_masks = masks
     zoo.meta.update({"accuracy": acc.tolist(), "loss": loss.tolist(), "train_loss": train_loss.tolist(),
                      "regime": [regime] * len(params)})

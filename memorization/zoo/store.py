@@ -236,12 +236,15 @@ class Zoo:
         return build_arch(self.arch, task.input_shape, task.num_classes)
 
     def evaluate(self, params: Tensor, chunk: int = 256, device: str | torch.device | None = None,
-                 task=None) -> tuple[Tensor, Tensor]:
-        """Test accuracy ``(n,)`` and error masks ``(n, n_test)`` of parameter vectors in this zoo's order."""
+                 task=None, with_loss: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """Test accuracy ``(n,)`` and error masks ``(n, n_test)`` of parameter vectors in this zoo's order.
+
+        ``with_loss=True`` also returns the mean test cross-entropy per model (`Task.evaluate`).
+        """
         task = task or self.get_task()
         model = self.build_model()
         spec = self.base_spec if self.base is not None else self.spec
-        return task.evaluate(model, spec, self.full_params(params), chunk=chunk, device=device)
+        return task.evaluate(model, spec, self.full_params(params), chunk=chunk, device=device, with_loss=with_loss)
 
     # -- storage -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

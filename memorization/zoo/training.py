@@ -1,8 +1,9 @@
 """Training zoos: many seeded models at once (vectorised), and the per-model reference loop.
 
 Both regimes use the shared classifier conventions: AdamW without decay on 1-D parameters
-(`classifiers.optim.decay_groups` / `build_optimizer`) and the per-step linear-warmup + cosine
-schedule (`classifiers.optim.build_scheduler`), cross-entropy with optional label smoothing.
+(`classifiers.optim.build_optimizer` with ``batch_dims=1``: the parameters are stacked along a model
+axis) and the per-step linear-warmup + cosine schedule (`classifiers.optim.build_scheduler`),
+cross-entropy with optional label smoothing.
 
 Model ``k`` is determined by its seed alone:
 * initial parameters: torch's default init under ``torch.manual_seed(seed)`` (`archs.init_params`);
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from classifiers.optim import build_optimizer, build_scheduler, decay_groups
+from classifiers.optim import build_optimizer, build_scheduler
 from memorization.zoo.archs import init_params
 from memorization.zoo.functional import stacked_forward
 from memorization.zoo.store import ParamSpec
@@ -127,8 +128,8 @@ def train_vectorised(task: Task, arch: Mapping[str, Any], seeds: Sequence[int], 
     spe = recipe.steps_per_epoch(n_train)
     total = spe * recipe.epochs
     keep = set(checkpoint_steps(total, checkpoints_per_run))
-    optimizer = build_optimizer(decay_groups(params.values(), recipe.weight_decay, batch_dims=1), recipe.lr,
-                                recipe.weight_decay, recipe.betas, recipe.eps)
+    optimizer = build_optimizer(params.values(), recipe.lr, recipe.weight_decay, recipe.betas, recipe.eps,
+                                batch_dims=1)
     scheduler = build_scheduler(optimizer, total, int(recipe.warmup_epochs * spe), recipe.lr, recipe.min_lr)
     x_all, y_all = task.x_train.to(device), task.y_train.to(device)
     saved, losses = [], []
@@ -213,8 +214,8 @@ def finetune_steps(task: Task, arch: Mapping[str, Any], seed: int, recipe: ZooRe
     full = {k: v.to(device)[None] for k, v in base_spec.unflatten(base).items()}
     trainable = {k: full[k].clone().requires_grad_(True) for k in sub_names}
     rate = recipe.lr / 10 if lr is None else float(lr)
-    optimizer = build_optimizer(decay_groups(trainable.values(), recipe.weight_decay, batch_dims=1), rate,
-                                recipe.weight_decay, recipe.betas, recipe.eps)
+    optimizer = build_optimizer(trainable.values(), rate, recipe.weight_decay, recipe.betas, recipe.eps,
+                                batch_dims=1)
     x_all, y_all = task.x_train.to(device), task.y_train.to(device)
     n_train = int(task.y_train.shape[0])
     spe = recipe.steps_per_epoch(n_train)
