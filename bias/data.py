@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bias.strings import StringColumn, as_string_column, release_arrow_memory, sha1_array, sha1_to_arrow
+from bias.strings import (
+    StringColumn,
+    as_string_column,
+    decode_codes,
+    release_arrow_memory,
+    sha1_array,
+    sha1_to_arrow,
+)
 
 
 class DataConfigError(ValueError):
@@ -150,9 +157,9 @@ class Split:
         return pa.table(
             {
                 "path": self.all_paths().to_arrow().cast(pa.string()),
-                "dataset": _decode(self.all_labels(), self.names),
+                "dataset": decode_codes(self.all_labels(), self.names).cast(pa.string()),
                 "label": self.all_labels(),
-                "split": _decode(np.repeat([0, 1], [n_train, n_val]), ["train", "val"]),
+                "split": decode_codes(np.repeat([0, 1], [n_train, n_val]), ["train", "val"]).cast(pa.string()),
                 "sha1": sha1_to_arrow(self.all_sha1()).cast(pa.string()),
             }
         )
@@ -164,11 +171,6 @@ class Split:
         read = paths if self.train_read is self.train_paths else self.train_read[keep]
         return Split(self.names, paths, self.train_labels[keep], self.train_sha1[keep],
                      self.val_paths, self.val_labels, self.val_sha1, read, self.val_read)
-
-
-def _decode(codes: np.ndarray, values: Sequence[str]) -> pa.Array:
-    """`values[codes]` as an Arrow string array, built in Arrow (no per-row Python strings)."""
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(values), pa.string())).dictionary_decode()
 
 
 def make_split(indexes: Mapping[str, Any], per_dataset: int | None, val_per_dataset: int, seed: int) -> Split:

@@ -238,8 +238,10 @@ def compute_phashes(paths: Sequence[str], sha1s: Sequence[str], cache_dir: str |
         hashes[k] = h
         if r:
             failed[int(k)] = r
-    new = np.array([k for k in pending if int(k) not in failed], dtype=np.int64)
-    new = new[sha1s[new] != b""] if len(new) else new
+    hashed = np.zeros(len(paths), dtype=bool)
+    hashed[pending] = True
+    hashed[list(failed)] = False
+    new = np.flatnonzero(hashed & (sha1s != b""))
     if store is not None and len(new):
         all_sha = np.concatenate([known_sha, sha1s[new]])
         all_hash = np.concatenate([known_hash, hashes[new]])

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
@@ -297,9 +299,6 @@ def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict
     """Failure rows name what was read (a shard locator for tar members); reports name the sample id."""
     if not failed:
         return failed
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     read = split.all_read()
     wanted = pa.array(sorted({f["path"] for f in failed}), pa.large_string())
     hits = np.flatnonzero(pc.is_in(read.to_arrow(), value_set=wanted).to_numpy(zero_copy_only=False))
@@ -307,9 +306,7 @@ def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict
     return [dict(f, path=ids.get(f["path"], f["path"])) for f in failed]
 
 
-def _predictions_table(split: Split, ev, names: np.ndarray):
-    import pyarrow as pa
-
+def _predictions_table(split: Split, ev, names: np.ndarray) -> pa.Table:
     cols = {"path": split.val_paths[ev.index].to_arrow().cast(pa.string()), "dataset": names[ev.label],
             "predicted": names[ev.pred]}
     for j, name in enumerate(names):

@@ -24,13 +24,37 @@ import pyarrow.parquet as pq
 from bias.images import check_image_with_sha1, is_image_path
 from bias.parallel import parallel_map
 from bias.results import write_parquet_atomic
-from bias.strings import SHA1_DTYPE, StringColumn, release_arrow_memory, sha1_array, sha1_to_arrow
+from bias.strings import SHA1_DTYPE, StringColumn, decode_codes, release_arrow_memory, sha1_array, sha1_to_arrow
 
 INDEX_VERSION = 1
 
 
+class SampleIndex:
+    """What every source's index derives from its `ok` and `reason` columns and `sample_ids`
+    (`FileIndex` here, `bias.sources.webdataset.ShardIndex`; the protocol is in `bias.sources.base`)."""
+
+    ok: np.ndarray  # bool
+    reason: StringColumn  # "" when ok
+
+    def sample_ids(self, positions: np.ndarray) -> StringColumn:
+        raise NotImplementedError
+
+    @property
+    def n_ok(self) -> int:
+        return int(self.ok.sum())
+
+    def usable(self) -> np.ndarray:
+        """Positions of usable samples, in index order."""
+        return np.flatnonzero(self.ok)
+
+    def broken(self) -> list[dict[str, str]]:
+        """One row (sample id, reason, stage "index") per unusable sample."""
+        bad = np.flatnonzero(~self.ok)
+        return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.sample_ids(bad), self.reason[bad])]
+
+
 @dataclass
-class FileIndex:
+class FileIndex(SampleIndex):
     """Columns for one dataset folder, sorted by path. `ok[i]` says whether `paths[i]` decodes.
 
     No per-file Python objects: text columns are `StringColumn`s, digests an `S40` array.
@@ -46,18 +70,6 @@ class FileIndex:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    @property
-    def n_ok(self) -> int:
-        return int(self.ok.sum())
-
-    def usable(self) -> np.ndarray:
-        """Positions of usable files, in path order."""
-        return np.flatnonzero(self.ok)
-
-    def broken(self) -> list[dict[str, str]]:
-        bad = np.flatnonzero(~self.ok)
-        return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.paths[bad], self.reason[bad])]
 
     #: `read_paths(p)` is `sample_ids(p)`: a split can keep one column for both.
     reads_by_sample_id = True
@@ -256,8 +268,7 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
         for i, (r, h) in zip(pending, results):
             reason_code[i], sha1[i], ok[i] = _code(reasons, r), h, r == ""
 
-    reason = StringColumn.from_arrow(pa.DictionaryArray.from_arrays(pa.array(reason_code), pa.array(list(reasons), pa.large_string()))
-                                     .dictionary_decode())
+    reason = StringColumn.from_arrow(decode_codes(reason_code, list(reasons)))
     release_arrow_memory()  # the stored table and the join were transient
     index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
     if len(pending) or not store.exists():

@@ -153,6 +153,19 @@ class StringColumn:
         return int(self._data.nbytes + self._offsets.nbytes)
 
 
+def decode_codes(codes: np.ndarray, values: Sequence[str]) -> pa.LargeStringArray:
+    """``values[codes]`` as an Arrow string array, built in Arrow (few distinct values, many rows)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
+                                          pa.array(list(values), pa.large_string())).dictionary_decode()
+
+
+def join_strings(*parts: Any, sep: str = "") -> StringColumn:
+    """Row-wise ``sep.join(parts)``; a part is a `StringColumn`, an Arrow string array, or a `str` for every row."""
+    arrays = [p.to_arrow() if isinstance(p, StringColumn) else pa.scalar(p, pa.large_string()) if isinstance(p, str)
+              else p.cast(pa.large_string()) for p in parts]
+    return StringColumn.from_arrow(pc.binary_join_element_wise(*arrays, pa.scalar(sep, pa.large_string())))
+
+
 def release_arrow_memory() -> None:
     """Hand memory Arrow's allocator keeps after large transient gathers back to the OS."""
     pa.default_memory_pool().release_unused()

@@ -20,13 +20,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from bias.images import ImageDecodeError
 from bias.sources import load_image
-from bias.strings import StringColumn, as_string_column, sha1_array, sha1_to_arrow
+from bias.strings import StringColumn, as_string_column, join_strings, sha1_array, sha1_to_arrow
 from transforms.base import Transform
 
 
@@ -65,11 +64,7 @@ class PrecomputeReport:
     def read_paths(self, sha1s: np.ndarray) -> StringColumn:
         """`read_path` of every digest, built in Arrow (`<folder>/<sha[:2]>/<sha>.png`)."""
         sha = sha1_to_arrow(sha1_array(sha1s))
-        sep = pa.scalar("/", pa.large_string())
-        folder = pa.array(np.full(len(sha), str(self.folder)), pa.large_string())
-        name = pc.binary_join_element_wise(sha, pa.array(np.full(len(sha), ".png"), pa.large_string()),
-                                           pa.scalar("", pa.large_string()))
-        return StringColumn.from_arrow(pc.binary_join_element_wise(folder, pc.utf8_slice_codeunits(sha, 0, 2), name, sep))
+        return join_strings(str(self.folder), pc.utf8_slice_codeunits(sha, 0, 2), join_strings(sha, ".png"), sep="/")
 
 
 def _rank_slice(n: int, rank: int, world: int) -> slice:

@@ -3,7 +3,8 @@
 A source knows its parameters (dataclass fields, checked when the config is read), how to check
 them cheaply (`check`, before any heavy work) and how to build a checked sample index (`index`).
 Every index answers the same questions as `bias.index.FileIndex` (`ok`, `reason`, `sha1`, `n_ok`,
-`usable()`, `broken()`, `sample_ids(positions)`, `read_paths(positions)`), so splits, duplicate reports
+`usable()`, `broken()`, `sample_ids(positions)`, `read_paths(positions)`; subclassing
+`bias.index.SampleIndex` gives `n_ok`, `usable()` and `broken()`), so splits, duplicate reports
 and skipped-file accounting work the same for every kind, and several kinds mix in one run.
 """
 

@@ -41,15 +41,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bias import images
 from bias.images import IMAGE_EXTENSIONS, ImageDecodeError
+from bias.index import SampleIndex
 from bias.parallel import parallel_map
 from bias.results import write_parquet_atomic
 from bias.sources.base import Source, register_source
-from bias.strings import StringColumn, sha1_array
+from bias.strings import StringColumn, decode_codes, join_strings, sha1_array
 
 SHARD_INDEX_VERSION = 1
 MAX_OPEN_SHARDS = 64
@@ -269,7 +269,7 @@ def _stored_is_current(store: Path, shard: str) -> bool:
 
 
 @dataclasses.dataclass
-class ShardIndex:
+class ShardIndex(SampleIndex):
     """Columns over all samples of a list of shards, in shard order then member order.
 
     `labels[shard[i]] + "/" + member[i]` names sample i (the shard path, or e.g. a Hugging Face
@@ -291,35 +291,16 @@ class ShardIndex:
     def __len__(self) -> int:
         return len(self.member)
 
-    @property
-    def n_ok(self) -> int:
-        return int(self.ok.sum())
-
-    def usable(self) -> np.ndarray:
-        return np.flatnonzero(self.ok)
-
-    def _per_shard(self, values: Sequence[str], positions: np.ndarray) -> pa.Array:
-        codes = pa.array(self.shard[positions], pa.int32())
-        return pa.DictionaryArray.from_arrays(codes, pa.array(values, pa.large_string())).dictionary_decode()
-
     def sample_ids(self, positions: np.ndarray) -> StringColumn:
         """`<label>/<member>` of the samples at `positions` (joined in Arrow, no per-sample objects)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return StringColumn.from_arrow(pc.binary_join_element_wise(
-            self._per_shard(self.labels, positions), self.member[positions].to_arrow(), pa.scalar("/", pa.large_string())))
+        return join_strings(decode_codes(self.shard[positions], self.labels), self.member[positions], sep="/")
 
     def read_paths(self, positions: np.ndarray) -> StringColumn:
         """`member_locator(...)` of the samples at `positions`, built in Arrow."""
         positions = np.asarray(positions, dtype=np.int64)
-        parts = [pa.array(np.full(len(positions), LOCATOR_PREFIX[:-1]), pa.large_string()),
-                 pc.cast(pa.array(self.offset[positions]), pa.large_string()),
-                 pc.cast(pa.array(self.size[positions]), pa.large_string()),
-                 self._per_shard(self.shards, positions)]
-        return StringColumn.from_arrow(pc.binary_join_element_wise(*parts, pa.scalar(":", pa.large_string())))
-
-    def broken(self) -> list[dict[str, str]]:
-        bad = np.flatnonzero(~self.ok)
-        return [{"path": p, "reason": r, "stage": "index"} for p, r in zip(self.sample_ids(bad), self.reason[bad])]
+        return join_strings(LOCATOR_PREFIX[:-1], pa.array(self.offset[positions]), pa.array(self.size[positions]),
+                            decode_codes(self.shard[positions], self.shards), sep=":")
 
 
 def build_shard_index(shards: Sequence[str], cache_dir: str | os.PathLike, num_workers: int | None = None,
