@@ -61,5 +61,22 @@ def run_cli(script: str, *overrides: str, env: dict[str, str] | None = None, lau
     return proc
 
 
+#: two CPU ranks (gloo) for the sharding tests; one OpenMP thread each on the 2-core machine
+TWO_RANK_ENV = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+TWO_RANK_ARGS = [*TINY, "recipe.batch_size=8", "recipe.effective_batch=16", "recipe.eval_batch_size=4", "recipe.epochs=1"]
+
+
+def torchrun(port: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+
+
+def precompute_on_two_ranks(args: list[str], cache_root: Path, port: int) -> tuple[dict, list[dict]]:
+    """`scripts/transform.py` on two ranks; the cache's merged manifest and the per-rank summaries."""
+    run_cli("transform.py", *args, env=TWO_RANK_ENV, launcher=torchrun(port))
+    cache = next((cache_root / "transforms").iterdir())
+    manifest = json.loads((cache / "manifest.json").read_text())
+    return manifest, [json.loads((cache / f"failures-rank{r}-of2.json").read_text()) for r in range(2)]
+
+
 def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())

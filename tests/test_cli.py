@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, TINY, paths_override, read_results, run_cli, write_colour_dataset
+from tests.conftest import (
+    ROOT,
+    TINY,
+    TWO_RANK_ARGS,
+    TWO_RANK_ENV,
+    paths_override,
+    precompute_on_two_ranks,
+    read_results,
+    run_cli,
+    torchrun,
+    write_colour_dataset,
+)
 from tests.image_factory import write_tricky_images
 
 
@@ -112,18 +122,12 @@ def test_a_different_config_in_the_same_run_dir_is_refused(two_folders, tmp_path
 
 
 def test_two_processes_shard_precompute_and_evaluate_every_val_image_once(two_folders, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     args = ["data=folders", paths_override(two_folders), "data.per_dataset=20", "data.val_per_dataset=11",
-            "transform=canny", f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.batch_size=8", "recipe.effective_batch=16",
-            "recipe.eval_batch_size=4", "recipe.epochs=1"]
-    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    run_cli("transform.py", *args, env=env, launcher=torchrun)
-    cache = next((tmp_path / "c" / "transforms").iterdir())
-    manifest = json.loads((cache / "manifest.json").read_text())
+            "transform=canny", f"cache_dir={tmp_path / 'c'}", *TWO_RANK_ARGS]
+    manifest, parts = precompute_on_two_ranks(args, tmp_path / "c", 29533)
     assert manifest["n_unique"] == 62 and manifest["computed"] == 62 and manifest["reused"] == 0
-    parts = [json.loads((cache / f"failures-rank{r}-of2.json").read_text()) for r in range(2)]
     assert sorted(p["computed"] for p in parts) == [31, 31]
-    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=env, launcher=torchrun)
+    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=TWO_RANK_ENV, launcher=torchrun(29533))
     r = read_results(tmp_path / "r")
     assert r["processes"] == 2 and r["n_val"] == 22  # 22 val images over 2 ranks x batches of 4: padding dropped
     assert np.array(r["confusion"]).sum() == 22

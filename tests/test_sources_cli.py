@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import csv
-import json
-import sys
 import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TINY, read_results, run_cli, write_colour_dataset
+from tests.conftest import (
+    TINY,
+    TWO_RANK_ARGS,
+    TWO_RANK_ENV,
+    precompute_on_two_ranks,
+    read_results,
+    run_cli,
+    torchrun,
+    write_colour_dataset,
+)
 from tests.test_sources import cut_inside_member, saved_hf_dataset, write_dataset_shards
 
 
@@ -82,21 +89,16 @@ def test_one_run_mixes_a_folder_tar_shards_and_a_hugging_face_dataset(shard_sets
 
 def test_two_ranks_share_precompute_and_evaluation_of_tar_shards_without_gaps(shard_sets, tmp_path):
     root, _ = shard_sets
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"]
     args = [*shard_args(root), "data.per_dataset=19", "data.val_per_dataset=11", "transform=canny",
-            f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.batch_size=8", "recipe.effective_batch=16",
-            "recipe.eval_batch_size=4", "recipe.epochs=1"]
-    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    run_cli("transform.py", *args, env=env, launcher=torchrun)
-    cache = next((tmp_path / "c" / "transforms").iterdir())
-    manifest = json.loads((cache / "manifest.json").read_text())
+            f"cache_dir={tmp_path / 'c'}", *TWO_RANK_ARGS]
+    manifest, parts = precompute_on_two_ranks(args, tmp_path / "c", 29547)
     assert manifest["n_unique"] == 60 and manifest["computed"] == 60 and manifest["reused"] == 0
     assert manifest["failed"] == []
-    parts = [json.loads((cache / f"failures-rank{r}-of2.json").read_text()) for r in range(2)]
     assert sorted(p["computed"] for p in parts) == [30, 30]  # each rank its own half: 30 + 30 = 60, no overlap
-    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=env, launcher=torchrun)
+    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=TWO_RANK_ENV, launcher=torchrun(29547))
     r = read_results(tmp_path / "r")
     assert r["processes"] == 2 and r["n_val"] == 22 and np.array(r["confusion"]).sum() == 22
+    cache = next((tmp_path / "c" / "transforms").iterdir())
     split = pq.read_table(tmp_path / "r" / "manifest.parquet").to_pylist()
     cached = {p.stem for p in cache.rglob("*.png")}
     assert {m["sha1"] for m in split} <= cached and len(cached) == 60  # every sample of the split, nothing more
