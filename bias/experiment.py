@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bias.augment import eval_augment, normalizer, train_augment
+from bias.baselines import BaselineOptions, format_baselines, run_baselines
 from bias.data import (
     DataConfigError,
     Split,
@@ -37,7 +38,8 @@ from bias.distributed import partial_state, use_cpu
 from bias.pipeline import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
 from bias.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize, write_json
 from bias.strings import StringColumn
-from classifiers.models import check_model_name, create_classifier
+from bias.verdict import VerdictOptions, learnability_verdict, train_chance
+from classifiers.models import check_classifier, check_model_name, create_classifier
 from transforms.base import Transform
 from transforms.cache import precompute
 from transforms.registry import create_transform, get_transform_class
@@ -89,6 +91,9 @@ def validate(cfg: DictConfig) -> None:
             f"transform {transform.name!r} outputs {transform.output}s but model {cfg.model.name!r} "
             + ("classifies images: add model=mlp" if transform.output == "vector" else "classifies feature vectors")
         )
+    model_cfg = _plain(cfg.model)
+    check_classifier(str(model_cfg["name"]), 2, model_cfg.get("kwargs"),
+                     transform.vector_size() if transform.output == "vector" else None)
     kind = str(cfg.data.get("kind", "folders"))
     if kind not in DATA_SOURCES:
         raise DataConfigError(f"unknown data kind {kind!r}; available: {sorted(DATA_SOURCES)}")
@@ -105,6 +110,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("image_size", "batch_size", "effective_batch", "epochs", "lr"):
         if key not in cfg.recipe:
             raise KeyError(f"recipe {cfg.recipe.get('name')!r} lacks recipe.{key}")
+    BaselineOptions.from_config(_plain(cfg.get("baselines")))
+    VerdictOptions.from_config(_plain(cfg.get("verdict")))
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _missing_keys(node: Any, prefix: str = "") -> list[str]:
@@ -237,6 +248,8 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
                            SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
 
+    baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator)
+
     torch.manual_seed(seed)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
@@ -251,6 +264,9 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
     outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes)
     ev = outcome.evaluation
     results = summarize(ev.label, ev.pred, split.names, seed)
+    verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
+                                   results["accuracy"], baselines["baselines"],
+                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))))
     load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
     skipped = skipped + load_failures
     results.update(
@@ -267,6 +283,9 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
         skipped=skipped,
         duplicates=dupes,
         history=outcome.history,
+        baselines=baselines["baselines"],
+        baselines_info={k: v for k, v in baselines.items() if k != "baselines"},
+        verdict=verdict,
         resumed_from_epoch=outcome.resumed_from_epoch,
         optimizer_steps=outcome.steps,
         processes=accelerator.num_processes,
@@ -285,6 +304,9 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
         write_json(results, results_file)
         print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
         print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+        if baselines["baselines"]:
+            print(f"  baselines (linear probes, same split and inputs): {format_baselines(baselines['baselines'])}")
+        print(f"  verdict: {verdict['verdict']} ({verdict['reason']})")
         if skipped:
             print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
         if dupes["train_val"] or dupes["across_datasets"]:
@@ -293,6 +315,36 @@ def run_one(cfg: DictConfig, seed: int) -> dict[str, Any]:
         print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
     accelerator.end_training()
     return results
+
+
+def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform: Transform, seed: int,
+               resize: int | None, train_read: StringColumn, val_read: StringColumn, run_dir: Path,
+               accelerator) -> dict[str, Any]:
+    """The run's linear probes (`bias.baselines`), computed once on the main process and kept in
+    `baselines.json` (a resumed run reuses it); every process gets the same result."""
+    from accelerate.utils import broadcast_object_list
+
+    opts = BaselineOptions.from_config(_plain(cfg.get("baselines")))
+    if not opts.enabled:
+        return {"baselines": [], "enabled": False}
+    saved = run_dir / "baselines.json"
+    result: list[Any] = [None]
+    if accelerator.is_main_process:
+        if saved.exists():
+            result[0] = json.loads(saved.read_text())
+        else:
+            group, size = transform.augment_group, int(recipe["image_size"])
+            view = eval_augment(recipe, group)
+            probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
+                                       resize, report_paths=split.train_paths)
+            probe_val = ImageDataset(val_read, split.val_labels, view, transform, seed, SEED_SALT_VAL, size, resize,
+                                     report_paths=split.val_paths)
+            result[0] = run_baselines(probe_train, probe_val, split.num_classes, transform.output == "vector", opts,
+                                      seed, int(recipe["num_workers"]))
+            write_json(result[0], saved)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(result, from_process=0)
+    return result[0]
 
 
 def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict[str, str]]:

@@ -90,8 +90,14 @@ def aggregate_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     names = runs[0]["datasets"]
     per = {n: np.array([r["per_dataset"][n] for r in runs]) for n in names}
     std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+    baselines: dict[str, list[float]] = {}
+    for r in runs:
+        for b in r.get("baselines") or []:
+            baselines.setdefault(b["name"], []).append(float(b["accuracy"]))
     return {
         "seeds": [r["seed"] for r in runs],
+        "verdicts": [(r.get("verdict") or {}).get("verdict") for r in runs],
+        "baselines_mean": {k: float(np.mean(v)) for k, v in baselines.items()},
         "accuracy_mean": float(acc.mean()),
         "accuracy_std": std,
         "accuracies": acc.tolist(),

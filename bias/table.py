@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 
 from bias.published import YCD_CHANCE, published_accuracy
 from bias.results import bootstrap_ci, write_json
+from bias.verdict import LEARNED, verdict_marker
 
 FAMILY_ORDER = ("reference", "semantic", "structural", "spatial", "colour", "frequency")
 
@@ -55,10 +56,27 @@ class Row:
     ci95: tuple[float, float]
     published: float | None
     run_dirs: list[str] = field(default_factory=list)
+    #: baseline name -> its val accuracy per seed (`bias.baselines`)
+    baselines: dict[str, list[float]] = field(default_factory=dict)
+    #: the learnability verdict per seed (`bias.verdict`)
+    verdicts: list[str] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
         return float(np.mean(self.accuracies))
+
+    @property
+    def best_baseline(self) -> tuple[str, float] | None:
+        """The baseline with the highest mean accuracy over seeds."""
+        if not self.baselines:
+            return None
+        name = max(self.baselines, key=lambda k: np.mean(self.baselines[k]))
+        return name, float(np.mean(self.baselines[name]))
+
+    @property
+    def marker(self) -> str:
+        """'' when every seed learned; else e.g. 'under-fit' or 'beaten by baseline 2/3 seeds'."""
+        return verdict_marker(self.verdicts)
 
     @property
     def std(self) -> float:
@@ -79,9 +97,26 @@ def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[P
     correct = np.concatenate([_correct(Path(d)) for d in run_dirs])
     first = runs[0]
     params = dict(first.get("transform_params", {}))
+    baselines: dict[str, list[float]] = {}
+    for r in runs:
+        for b in r.get("baselines") or []:
+            baselines.setdefault(b["name"], []).append(float(b["accuracy"]))
+    verdicts = [(r.get("verdict") or {}).get("verdict", LEARNED) for r in runs]
     return Row(label, first["transform"], first.get("family", ""), params, [r["accuracy"] for r in runs],
                first["chance"], bootstrap_ci(correct), published_accuracy(first["transform"], params),
-               [str(d) for d in run_dirs])
+               [str(d) for d in run_dirs], baselines, verdicts)
+
+
+def _accuracy_cell(r: Row) -> str:
+    cell = f"{100 * r.mean:.1f} +- {100 * r.std:.1f}"
+    if r.marker:
+        best = r.best_baseline
+        cell += f" **[{r.marker}]**" + (f" (probe {best[0]}: {100 * best[1]:.1f})" if best else "")
+    return cell
+
+
+def _baselines_cell(r: Row) -> str:
+    return " / ".join(f"{name} {100 * np.mean(v):.1f}" for name, v in r.baselines.items()) or "-"
 
 
 def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) -> tuple[Path, Path]:
@@ -95,19 +130,26 @@ def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) ->
         "bootstrap 95% interval over the pooled val predictions. The last column is the paper's number on "
         f"YFCC/CC/DataComp (3-way, chance {YCD_CHANCE:.1f}%): a different dataset, shown for orientation only.",
         "",
-        "| transform | family | accuracy | 95% interval | drop from reference | chance | seeds | published YCD (paper, other data) | run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Baselines are linear probes fitted on the same split and transformed inputs (mean over seeds). A marker "
+        "in brackets flags seeds whose network did not learn: **under-fit** (train accuracy near chance: the "
+        "number says nothing about the transform) or **beaten by baseline** (a probe is more than 5 points "
+        "better: read the probe's number as the lower bound).",
+        "",
+        "| transform | family | accuracy | 95% interval | drop from reference | chance | baselines (linear probes) "
+        "| seeds | published YCD (paper, other data) | run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref else "-"
         pub = f"{r.published:.1f}" if r.published is not None else "-"
         lines.append(
-            f"| {r.label} | {r.family} | {100 * r.mean:.1f} +- {100 * r.std:.1f} | {100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f} "
-            f"| {drop} | {100 * r.chance:.1f} | {len(r.accuracies)} | {pub} | [confusion]({Path(r.run_dirs[0]) / 'confusion.png'}) |"
+            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f} "
+            f"| {drop} | {100 * r.chance:.1f} | {_baselines_cell(r)} | {len(r.accuracies)} | {pub} "
+            f"| [confusion]({Path(r.run_dirs[0]) / 'confusion.png'}) |"
         )
     md = out / "table.md"
     md.write_text("\n".join(lines) + "\n")
-    write_json([r.__dict__ | {"mean": r.mean, "std": r.std} for r in rows], out / "table.json")
+    write_json([r.__dict__ | {"mean": r.mean, "std": r.std, "marker": r.marker} for r in rows], out / "table.json")
     png = out / "table.png"
     plot_table(rows, png, title)
     return md, png
@@ -122,8 +164,8 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
     colours = dict(zip(FAMILY_ORDER, ("0.35", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:red")))
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(rows) + 2), 4.2))
-    ax.bar(x, [100 * r.mean for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
-           color=[colours.get(r.family, "0.6") for r in rows])
+    bars = ax.bar(x, [100 * r.mean for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
+                  color=[colours.get(r.family, "0.6") for r in rows])
     low = [100 * (r.mean - r.ci95[0]) for r in rows]
     high = [100 * (r.ci95[1] - r.mean) for r in rows]
     ax.errorbar(x + 0.22, [100 * r.mean for r in rows], yerr=[low, high], fmt="none", ecolor="k", lw=0.8, capsize=2,
@@ -131,12 +173,23 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
     pubs = [(i, r.published) for i, r in enumerate(rows) if r.published is not None]
     if pubs:
         ax.scatter(*zip(*pubs), marker="_", s=300, color="k", label="paper (YCD, other data)")
+    probes = [(i, 100 * r.best_baseline[1]) for i, r in enumerate(rows) if r.best_baseline is not None]
+    if probes:
+        ax.scatter(*zip(*probes), marker="x", s=30, color="tab:red", zorder=3, label="best linear probe")
+    for i, r in enumerate(rows):
+        if r.marker:
+            bars[i].set_hatch("//")
+            ax.text(i, 100 * r.mean + 3, r.marker.replace(" by baseline", "").replace(" seeds", ""), rotation=90,
+                    ha="center", va="bottom", fontsize=6, color="tab:red")
     ax.axhline(100 * rows[0].chance, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("dataset classification accuracy %")
     ax.set_ylim(0, 100)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[f]) for f in FAMILY_ORDER if any(r.family == f for r in rows)]
     labels = [f for f in FAMILY_ORDER if any(r.family == f for r in rows)]
+    if any(r.marker for r in rows):
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="k", hatch="//"))
+        labels.append("not learned (verdict)")
     h2, l2 = ax.get_legend_handles_labels()
     ax.legend(handles + h2, labels + l2, fontsize=7, ncol=2, loc="upper right")
     ax.set_title(title)
