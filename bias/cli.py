@@ -19,10 +19,17 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 USER_ERRORS = (DataConfigError, FileNotFoundError, KeyError, ValueError, TypeError)
 
 
-def reject_duplicate_dataset_names(argv: Sequence[str]) -> None:
+def check_command_line(argv: Sequence[str]) -> None:
+    """Mistakes Hydra would silently merge away: repeated dataset names, a model renamed without its group."""
     dupes = duplicate_keys_in_overrides(argv)
     if dupes:
         sys.exit(f"error: duplicate dataset names {dupes} in data.paths: every dataset needs its own name")
+    names = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("model.name=")]
+    if names and not any(a.startswith("model=") for a in argv):
+        sys.exit(f"error: model.name={names[-1]} alone keeps the architecture arguments (model.kwargs) of the "
+                 f"recipe's model, which belong to another network. Choose the model as a group: "
+                 f"model=timm model.name={names[-1]} (timm's defaults; add model.kwargs={{...}}), or one of "
+                 "model=resnet18, model=convnext_tiny, model=resnet_cpu, model=convnext_cpu")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,10 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+class ModelArgumentError(TypeError):
+    """`model.kwargs` that the architecture does not take; the message says how to pick a model cleanly."""
+
+
 LOCAL_MODELS = ("mlp",)
 
 
@@ -43,4 +47,18 @@ def create_classifier(name: str, num_classes: int, pretrained: bool = False,
         if in_features is None:
             raise ValueError("model=mlp classifies feature vectors: use it with a vector transform (e.g. color_hist_vector)")
         return MLPClassifier(in_features, num_classes, **extra)
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)
+    except TypeError as err:
+        raise ModelArgumentError(
+            f"model.kwargs {dict(kwargs or {})} do not fit model {name!r} ({err}). Hydra merges overrides into the "
+            f"current model config, so `model.name={name}` keeps the previous model's kwargs: choose the model as a "
+            f"group instead, `model=timm model.name={name}` (add model.kwargs.KEY=VALUE for its own arguments)"
+        ) from err
+
+
+def check_classifier(name: str, num_classes: int, kwargs: Mapping[str, Any] | None = None,
+                     in_features: int | None = None) -> None:
+    """Build the classifier on the meta device (no memory, no weights): bad names or kwargs fail in a second."""
+    with torch.device("meta"):
+        create_classifier(name, num_classes, False, kwargs, in_features)

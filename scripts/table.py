@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bias.cli import CONFIG_DIR, fail_cleanly, reject_duplicate_dataset_names
+from bias.cli import CONFIG_DIR, check_command_line, fail_cleanly
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="table", version_base=None)
@@ -23,5 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    reject_duplicate_dataset_names(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     main()
