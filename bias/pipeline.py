@@ -91,7 +91,7 @@ class ImageDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         s = item_seed(self.seed, self.salt, epoch, index)
         random.seed(s)
-        torch.manual_seed(s)
+        torch.default_generator.manual_seed(s)  # CPU only: torch.manual_seed also queues CUDA seeding (slow)
         generator = torch.Generator().manual_seed(s)
         item = {"label": int(self.labels[index]), "index": index, "ok": True, "reason": "",
                 "path": self.report_paths[index]}
