@@ -1,7 +1,7 @@
 """Known answers: on single-axis planted data, a transform keeps the planted signal or loses it.
 
 Each preset in `configs/data/planted_*.yaml` says which transforms keep its signal and which
-lose it, and why. These runs train the real cpu-recipe ConvNeXt on 3 x 300 images (val
+lose it, and why. These runs train the real cpu-recipe ResNet on 3 x 300 images (val
 3 x 100) and check the side of the threshold:
   keeps: accuracy > chance + 20 points;  loses: accuracy < chance + 10 points.
 With 300 val images the bootstrap 95% interval is about +-5.5 points, so a "keeps" result of
@@ -87,3 +87,40 @@ def test_judge_marks_disagreements(tmp_path):
     write_report(list(cells.values()), tmp_path / "known_answers.md")
     text = (tmp_path / "known_answers.md").read_text()
     assert "| canny | loses | 65.0 +- 7.1 | 70.0, 60.0 | 33.3 | keeps | **NO** |" in text
+
+
+# --- the instrument learns what is learnable: a pair of sets that differ only by processing ----------
+def _write_processing_pair(root, n: int) -> dict:
+    """Sharp random mosaics saved as they are (`native`) or stored at 16 px and upscaled back (`upscaled`).
+
+    Each dataset draws its own images from the same generator, so contents are identically
+    distributed and only the processing (a lost resolution) separates the datasets.
+    """
+    import numpy as np
+    from PIL import Image
+
+    folders = {"native": root / "native", "upscaled": root / "upscaled"}
+    for k, (name, folder) in enumerate(folders.items()):
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng([7, k])
+        for i in range(n):
+            cells = int(rng.integers(6, 17))
+            mosaic = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+            img = Image.fromarray(mosaic).resize((64, 64), Image.NEAREST)
+            if name == "upscaled":
+                img = img.resize((16, 16), Image.LANCZOS).resize((64, 64), Image.BILINEAR)
+            img.save(folder / f"{i:04d}.png")
+    return folders
+
+
+@pytest.mark.slow
+def test_the_cpu_recipe_learns_a_difference_of_processing_only(tmp_path):
+    from tests.conftest import paths_override
+
+    folders = _write_processing_pair(tmp_path / "sets", 200)
+    run_cli("classify.py", "data=folders", paths_override(folders), "data.per_dataset=150", "data.val_per_dataset=50",
+            "recipe.epochs=4", "num_workers=0", f"out={tmp_path / 'run'}", f"cache_dir={tmp_path / 'c'}")
+    r = read_results(tmp_path / "run")
+    assert r["n_val"] == 100
+    assert r["accuracy"] > 0.90, f"the network reached only {r['accuracy']:.3f} on a processing-only difference"
+    assert r["verdict"]["verdict"] == "learned"
