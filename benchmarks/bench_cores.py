@@ -62,7 +62,7 @@ def _init(label: str, cpus: list[int]) -> None:
     if name == "skimage_hog":
         from skimage.feature import hog
 
-        from transforms.hog import to_uint8_min_max
+        from transforms.classical.hog import to_uint8_min_max
 
         grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in images]
         _worker_fn = lambda i: to_uint8_min_max(hog(grays[i % 4], visualize=True, transform_sqrt=True)[1])  # noqa: E731

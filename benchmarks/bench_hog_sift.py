@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from skimage.feature import hog as skimage_hog  # noqa: E402
 
 from transforms import create_transform  # noqa: E402
-from transforms.hog import to_uint8_min_max  # noqa: E402
-from transforms.sift import detect_sift, draw_rich_keypoints, keypoint_colours  # noqa: E402
+from transforms.classical.hog import to_uint8_min_max  # noqa: E402
+from transforms.classical.sift import detect_sift, draw_rich_keypoints, keypoint_colours  # noqa: E402
 
 
 def natural_image(h: int, w: int, seed: int) -> np.ndarray:

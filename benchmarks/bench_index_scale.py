@@ -7,8 +7,8 @@ Generates empty ``.jpg`` files (listing cost only: nothing is decoded; every fil
 measures, each in a fresh process (peak RSS above the process's size after imports, wall time):
 
 * ``naive``: ``os.walk`` + a sorted Python list of ``(Path, size, mtime)`` (the straightforward way);
-* ``list``: :func:`bias.index.list_image_files`;
-* ``first build``: :func:`bias.index.build_index` with no stored index (lists, checks, writes parquet);
+* ``list``: :func:`bias.data.index.list_image_files`;
+* ``first build``: :func:`bias.data.index.build_index` with no stored index (lists, checks, writes parquet);
 * ``reuse``: the same call again (lists, matches the stored index, checks nothing): the start-up cost
   of every later run;
 * ``split``: what a run does next with the index, on two datasets made of the two halves of it (every
@@ -39,9 +39,9 @@ from measure import peak_mb, reset_peak, rss_mb, run_step  # benchmarks/measure.
 
 def load_index_module(path: str | None):
     if not path:
-        import bias.index
+        import bias.data.index
 
-        return bias.index
+        return bias.data.index
     spec = importlib.util.spec_from_file_location("index_under_test", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up
@@ -67,9 +67,9 @@ def split_step(root: str, cache: str) -> dict:
 
     import numpy as np
 
-    from bias.data import duplicate_report, make_split
-    from bias.index import build_index
-    from bias.pipeline import ImageDataset
+    from bias.data.index import build_index
+    from bias.data.split import duplicate_report, make_split
+    from classifiers.data import ImageDataset
 
     ix = build_index(root, cache, num_workers=1)
     n = len(ix)

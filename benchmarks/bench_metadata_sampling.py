@@ -8,7 +8,7 @@ rows at ~30 MiB on disk. Row ``g`` of the whole set holds the URL of local row `
 every sampled URL is checked. Each measurement runs in a fresh process (peak RSS above the size after
 imports):
 
-* ``count``: :meth:`bias.download.ParquetReader.count` (footers only) over every file;
+* ``count``: :meth:`bias.data.download.ParquetReader.count` (footers only) over every file;
 * ``sample_rows``: the seed-42 draw of 1.5M positions out of 1B;
 * ``take``: reading the sampled rows of the first ``--take-files`` files (only the url/text columns of
   row groups holding a sampled row, one at a time), extrapolated linearly to all files;
@@ -48,7 +48,7 @@ def make_metadata(folder: Path, rows_per_file: int, files: int) -> float:
 
 
 def child(mode: str, folder: str, n: int, files: int, take_files: int) -> dict:
-    from bias.download import ParquetReader, sample_rows
+    from bias.data.download import ParquetReader, sample_rows
 
     base = rss_mb()
     start = time.perf_counter()

@@ -3,7 +3,7 @@
     python benchmarks/bench_near_duplicates.py [--n 3000000] [--max-hamming 4]
 
 Random 64-bit hashes (the 3.03M images of the published YCD split) plus 1,000 planted near copies;
-:func:`bias.dedup.near_duplicate_pairs` against the straightforward all-pairs Hamming check
+:func:`bias.data.dedup.near_duplicate_pairs` against the straightforward all-pairs Hamming check
 (vectorised numpy, measured on a subset and extrapolated quadratically). Hashing the images
 themselves is a decode per image and is not measured here.
 """
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from measure import peak_mb, rss_mb  # benchmarks/measure.py
 
-from bias.dedup import choose_bands, hamming, near_duplicate_pairs
+from bias.data.dedup import choose_bands, hamming, near_duplicate_pairs
 
 
 def all_pairs(hashes: np.ndarray, r: int) -> int:

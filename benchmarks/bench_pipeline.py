@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision import transforms as T
 
-from bias.augment import normalizer, train_augment
-from bias.pipeline import ImageDataset
+from classifiers.augment import normalizer, train_augment
+from classifiers.data import ImageDataset
 from classifiers.models import create_classifier
 from classifiers.optim import build_optimizer
 from transforms.registry import create_transform
@@ -67,7 +67,7 @@ def shard_cases(tmp: Path, labels: np.ndarray, seconds: float) -> None:
     """The paper's inputs: 500x375 JPEGs (img2dataset's shorter-side-500 output) read from a tar shard."""
     import io
 
-    from bias.sources.webdataset import ShardWriter, WebDatasetSource
+    from bias.data.sources.webdataset import ShardWriter, WebDatasetSource
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_hog_sift import natural_image
@@ -83,10 +83,10 @@ def shard_cases(tmp: Path, labels: np.ndarray, seconds: float) -> None:
     writer.close()
     index = WebDatasetSource(name="bench", shards=str(tmp / "shards" / "00000.tar")).index(tmp / "cache", 0)
     read = index.read_paths(index.usable())
-    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
+    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/paper.yaml").recipe)
     t = create_transform("reference")
     t.setup(seed=0, image_size=224, run_dir=None)
-    for label, recipe in (("cpu recipe, 56 px", OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)),
+    for label, recipe in (("cpu recipe, 56 px", OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/cpu.yaml").recipe)),
                           ("paper recipe, 224 px + RandAugment", paper)):
         size = recipe["image_size"]
         for where, paths in (("tar shard", read), ("files", [str(f) for f in files])):
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--source-size", type=int, default=96)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/cpu.yaml").recipe)
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         paths = []

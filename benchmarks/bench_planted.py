@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bias.planted import SHAPES, PlantedConfig, _encode_png, _object_outline, ensure_planted  # noqa: E402
+from bias.data.planted import SHAPES, PlantedConfig, _encode_png, _object_outline, ensure_planted  # noqa: E402
 
 PRESETS = ["planted", "planted_color", "planted_texture", "planted_objects", "planted_layout"]
 
@@ -92,7 +92,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     print(f"{'preset':18s}{'render':>10s}{'render+png':>12s}{'cache 1w':>10s}{'cache 2w':>10s}   images/s")
     for preset in args.presets:
-        generator = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "data" / f"{preset}.yaml").generator)
+        generator = OmegaConf.to_container(OmegaConf.load(ROOT / "bias" / "configs" / "data" / f"{preset}.yaml").generator)
         config = PlantedConfig.from_mapping(generator)
         render_loop(config, False)(10)  # warm-up: imports, caches
         rates = [

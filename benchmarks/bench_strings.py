@@ -1,4 +1,4 @@
-"""Memory of a dataset's sample paths: numpy object array vs `bias.strings.StringColumn`.
+"""Memory of a dataset's sample paths: numpy object array vs `bias.core.strings.StringColumn`.
 
     .venv/bin/python benchmarks/bench_strings.py [--n 3000000]
 
@@ -17,7 +17,7 @@ import os
 import numpy as np
 from measure import rss_mb  # benchmarks/measure.py (this folder is on sys.path)
 
-from bias.strings import StringColumn
+from bias.core.strings import StringColumn
 
 
 def private_dirty_mib() -> float:

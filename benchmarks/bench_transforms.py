@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from transforms import create_transform
-from transforms.frequency import LUMA_WEIGHTS
+from transforms.classical.frequency import LUMA_WEIGHTS
 
 SIZES = (64, 224)
 

@@ -1,26 +1,32 @@
-"""Shared pieces of the command-line entry points in `scripts/`."""
+"""The console commands (`bias-classify`, `bias-transform`, `bias-table`, `bias-memorize`, `bias-download`)
+and the scripts in `scripts/` that call them.
+
+Each is a Hydra app over the packaged configs (`pkg://bias.configs`), so it runs from any
+directory, installed or from a checkout; add a folder of your own configs with
+`hydra.searchpath=[file:///path/to/configs]` (a `data/mine.yaml` there is then `data=mine`).
+
+Errors: a `bias.core.errors.BiasError` (a bad config value, unusable data, a model that is not on
+disk) ends the command with its one-line message; any other exception is a bug and keeps its
+traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-if not sys.stderr.isatty():
-    # Logs of batch jobs (SLURM, nohup, CI) would get a progress-bar line every 0.1 s: one every 30 s
-    # is enough. tqdm reads TQDM_* variables when it is first imported, hence before bias.data.
-    os.environ.setdefault("TQDM_MININTERVAL", "30")
+from bias.core.errors import BiasError
 
-from bias.data import DataConfigError, duplicate_keys_in_overrides  # noqa: E402
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-USER_ERRORS = (DataConfigError, FileNotFoundError, KeyError, ValueError, TypeError)
+CONFIG_PATH = "pkg://bias.configs"
 
 
 def check_command_line(argv: Sequence[str]) -> None:
     """Mistakes Hydra would silently merge away: repeated dataset names, a model renamed without its group."""
+    from bias.data.split import duplicate_keys_in_overrides
+
     dupes = duplicate_keys_in_overrides(argv)
     if dupes:
         sys.exit(f"error: duplicate dataset names {dupes} in data.paths: every dataset needs its own name")
@@ -34,10 +40,103 @@ def check_command_line(argv: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def fail_cleanly() -> Iterator[None]:
-    """Configuration mistakes end with one readable line (BIAS_TRACEBACK=1 shows the traceback)."""
+    """A `BiasError` ends the command with its message alone; every other exception keeps its traceback."""
     try:
         yield
-    except USER_ERRORS as err:
+    except BiasError as err:
         if os.environ.get("BIAS_TRACEBACK"):
             raise
         sys.exit(f"error: {err}")
+
+
+def _hydra_app(config_name: str, body: Callable[[Any], None]) -> Callable[[], None]:
+    """A Hydra main over the packaged configs that runs `body(cfg)` with `fail_cleanly`."""
+
+    def command() -> None:
+        import hydra
+
+        @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base=None)
+        def main(cfg: Any) -> None:
+            with fail_cleanly():
+                body(cfg)
+
+        check_command_line(sys.argv[1:])
+        main()
+
+    return command
+
+
+def _classify(cfg: Any, callbacks: Sequence[Callable[[int], None]] = ()) -> None:
+    from omegaconf import OmegaConf
+
+    from bias.experiment.run import run_classification
+
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg))
+    run_classification(cfg, callbacks=callbacks)
+
+
+def classify(callbacks: Sequence[Callable[[int], None]] = ()) -> None:
+    """`bias-classify`: one dataset-classification run (`scripts/classify.py`); `callbacks` run after every epoch."""
+    _hydra_app("classify", lambda cfg: _classify(cfg, callbacks))()
+
+
+def _transform(cfg: Any) -> None:
+    from bias.experiment.run import precompute_for_config
+
+    precompute_for_config(cfg)
+
+
+def _table(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from bias.experiment.table import run_table
+
+    run_table(cfg, list(HydraConfig.get().overrides.task))
+
+
+def _memorize(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from memorization.study import run_study
+
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg))
+    run_study(cfg, dict(HydraConfig.get().runtime.choices))
+
+
+def _download(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from bias.data.download import download_from_config
+
+    download_from_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def memorize() -> None:
+    """`bias-memorize`: the memorization study (`scripts/memorize.py`)."""
+    from memorization.study import register_resolvers
+
+    register_resolvers()
+    _hydra_app("memorize", _memorize)()
+
+
+transform = _hydra_app("transform", _transform)   # `bias-transform`: fill a precomputed transform's cache
+table = _hydra_app("table", _table)               # `bias-table`: the bias table
+download = _hydra_app("download", _download)      # `bias-download`: seeded URL sample + img2dataset
+
+
+COMMANDS = {"classify": classify, "transform": transform, "table": table, "memorize": memorize, "download": download}
+
+
+def main() -> None:
+    """`python -m bias.cli <command> [overrides]`: the console commands without installed entry points."""
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python -m bias.cli {{{','.join(COMMANDS)}}} [hydra overrides]")
+    command = COMMANDS[sys.argv.pop(1)]
+    command()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,13 +8,15 @@ from typing import Any
 import timm
 import torch
 
+from bias.core.errors import BiasError, ConfigError
 
-class UnknownModelError(KeyError):
+
+class UnknownModelError(BiasError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
 
-class ModelArgumentError(TypeError):
+class ModelArgumentError(ConfigError, TypeError):
     """`model.kwargs` that the architecture does not take; the message says how to pick a model cleanly."""
 
 

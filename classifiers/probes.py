@@ -2,13 +2,13 @@
 
 A probe is the yardstick of a run. If a logistic regression on a few hundred pixel values tells the
 datasets apart and the network does not, the network failed to learn and its number says
-nothing about the transform (see `bias.verdict`).
+nothing about the transform (see `bias.experiment.verdict`).
 
 The solver is full-batch L-BFGS (strong-Wolfe line search) on the mean cross-entropy plus
 ``l2 / 2 * ||W||^2``: the problem is convex and smooth, so a few hundred quasi-Newton steps reach
 the optimum, where minibatch SGD would need a learning rate and many epochs. The cost is a
 pair of ``[n, d] x [d, k]`` products per step; memory is the feature matrix itself, which callers
-bound by sampling (`bias.baselines` keeps at most ``max_train`` training images).
+bound by sampling (`bias.experiment.baselines` keeps at most ``max_train`` training images).
 """
 
 from __future__ import annotations

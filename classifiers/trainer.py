@@ -12,9 +12,8 @@
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,17 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from bias.pipeline import EpochSampler, collate
+from bias.core.io import save_torch_atomic
+from bias.core.progress import progress_bar
+from classifiers.data import EpochSampler, collate
 from classifiers.mixup import MixupCutmix
 from classifiers.optim import build_optimizer, build_scheduler
 
 CHECKPOINT = "checkpoint.pt"
+
+#: Called after every epoch once its checkpoint is written, on every process: `callback(epoch)` (0-based).
+EpochCallback = Callable[[int], None]
 
 
 @dataclass
@@ -82,19 +85,13 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, num
     )
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, desc: str = "eval") -> Evaluation:
     """Predictions for every val sample exactly once, on every process."""
     model.eval()
     rows: dict[str, list[torch.Tensor]] = {"index": [], "label": [], "pred": [], "probs": [], "ok": []}
     failed: list[dict[str, str]] = []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+    for batch in progress_bar(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         probs = model(batch["image"]).float().softmax(-1)
         gathered = accelerator.gather_for_metrics(
             {"index": batch["index"], "label": batch["label"], "pred": probs.argmax(-1), "probs": probs,
@@ -129,6 +126,7 @@ def train_classifier(
     run_dir: Path,
     seed: int,
     num_classes: int,
+    callbacks: Sequence[EpochCallback] = (),
 ) -> TrainOutcome:
     """Train `model` with `recipe`, checkpointing every epoch, and evaluate it on `val_set`."""
     start = time.time()
@@ -164,13 +162,12 @@ def train_classifier(
     failed_train: list[dict[str, str]] = []
     eval_every = int(recipe.get("eval_every") or 0)
     evaluation: Evaluation | None = None
-    fault_after = int(os.environ.get("BIAS_FAULT_AFTER_EPOCH", "-1"))  # tests: die like a killed job
 
     model.train()
     for epoch in range(first_epoch, epochs):
         train_loader.set_epoch(epoch)
         sums = torch.zeros(3, device=accelerator.device)  # loss*n, correct, n
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not accelerator.is_local_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
@@ -212,12 +209,12 @@ def train_classifier(
         )
         if accelerator.is_main_process:
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+            save_torch_atomic({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "history": history},
                          ckpt_path)
         accelerator.wait_for_everyone()
-        if epoch == fault_after:
-            os._exit(137)
+        for callback in callbacks:
+            callback(epoch)
     if evaluation is None:  # resumed after the last epoch finished but before results were written
         evaluation = evaluate(model, val_loader, accelerator)
     if accelerator.num_processes > 1:

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bias.core.progress import progress_bar
 from memorization.zoo.functional import stacked_forward
 from memorization.zoo.store import ParamSpec, Zoo
 
@@ -231,7 +231,7 @@ def _fit_chunk(model: nn.Module, spec: ParamSpec, init: Tensor, labels: Occupanc
         logits = stacked_forward(model, spec.unflatten(params), pts, True)
         return F.binary_cross_entropy_with_logits(logits, labels(pts, rows), reduction="none").mean(1)
 
-    for _ in tqdm(range(steps), desc=desc, leave=False, disable=not progress):
+    for _ in progress_bar(range(steps), desc=desc, leave=False, disable=not progress):
         opt.zero_grad(set_to_none=True)
         losses().sum().backward()  # each row's loss depends on its own params only: S independent fits
         opt.step()
@@ -256,7 +256,7 @@ def fit_fields(shapes: Sequence[Shape], cfg: FieldFitConfig | None = None, devic
                                    "fitting the first field", progress)
     params, losses = [first], [first_loss]
     n = len(shapes)
-    for a in tqdm(range(1, n, cfg.batch_shapes), desc="fitting fields", leave=False, disable=not progress or n <= 1):
+    for a in progress_bar(range(1, n, cfg.batch_shapes), desc="fitting fields", leave=False, disable=not progress or n <= 1):
         b = min(a + cfg.batch_shapes, n)
         chunk_params, chunk_loss = _fit_chunk(model, spec, first.expand(b - a, -1), labels, slice(a, b), cfg.steps,
                                               cfg, gen, f"fields {a}-{b - 1}", progress)

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bias.core.seeding import derive_seed
+
 REPLICATION, INTERPOLATION, NOVEL = "replication", "interpolation", "novel and better than the noise baseline"
 RULE = (
     "1. replication: closeness(generated) >= closeness(lowest noise) - tol_closeness, or median min-L2(generated) "
@@ -322,7 +324,6 @@ def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
 
 def write_figures(run_dir: Path, groups: Sequence[Any], zoo, evaluator, cfg, seed: int) -> tuple[dict, dict]:
     """Every figure of the study into `run_dir`; returns ``({figure: file}, {random choice: seed or picks})``."""
-    from memorization.study import derive_seed
 
     p = cfg.plots
     by_key = {g.key: g for g in groups}

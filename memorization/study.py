@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +49,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from bias.configs import CONFIG_DIR as BIAS_CONFIGS
+from bias.core.errors import ConfigError
+from bias.core.progress import progress_bar
+from bias.core.seeding import derive_seed
 from memorization.zoo.store import Zoo, _plain, config_hash
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "memorize"
+CONFIG_DIR = BIAS_CONFIGS / "memorize"
 RUNTIME_KEYS = ("out", "cache_dir", "progress", "print_config")
 PUBLISHED_GPT_FACTOR = 4.185
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(ConfigError):
     """The study config or run directory is inconsistent; the message says what to do."""
 
 
@@ -87,12 +89,6 @@ def register_resolvers() -> None:
     """``${memorize_config_dir:}`` (configs/memorize, where the task/generator/study groups live)."""
     if not OmegaConf.has_resolver("memorize_config_dir"):
         OmegaConf.register_new_resolver("memorize_config_dir", lambda: str(CONFIG_DIR))
-
-
-def derive_seed(seed: int, tag: str) -> int:
-    """A 31-bit seed for one named random choice of a run (stable across versions and platforms)."""
-    state = np.random.SeedSequence([int(seed), zlib.crc32(tag.encode())]).generate_state(1, dtype=np.uint32)
-    return int(state[0] >> 1)
 
 
 # -- config -> identity ---------------------------------------------------------------------------
@@ -251,7 +247,7 @@ class FieldsEvaluator:
         from memorization.fields import field_surface_points
 
         pts, ok = [], []
-        for a in tqdm(range(0, len(params), 64), desc=f"surfaces ({desc})", leave=False, disable=not self.progress):
+        for a in progress_bar(range(0, len(params), 64), desc=f"surfaces ({desc})", leave=False, disable=not self.progress):
             p, o = field_surface_points(self.zoo.arch, params[a:a + 64], self.n_points, self.resolution, self.seed + a)
             pts.append(p)
             ok.append(o)
@@ -432,7 +428,7 @@ def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[s
                {"k": min(int(cfg.baselines.average_k), len(trained_on))}), ("gaussian", "gaussian", "baseline", "gaussian", {})]
     if cfg.baselines.copy_control:
         specs.append(("copy", "copy (control)", "control", "copy", {}))
-    for key, label, role, name, params in tqdm(specs, desc="baselines", leave=False, disable=not progress):
+    for key, label, role, name, params in progress_bar(specs, desc="baselines", leave=False, disable=not progress):
         seed = derive_seed(cfg.seed, key)
         base = create_generator(name, **params).fit(ref_zoo, seed=seed)
         p = base.sample(nb, seed=seed)
@@ -470,7 +466,7 @@ def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[s
         "figures": figures, "timings_s": timings,
     }
     write_report(run_dir / "report.md", metrics, evaluator)
-    from bias.results import write_json
+    from bias.core.io import write_json
 
     write_json(expected, saved)
     write_json(metrics, metrics_file)

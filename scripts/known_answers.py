@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bias.known_answers import EXTRA_ROWS, PRESETS, judge, run_presets, write_report
+from bias.experiment.known_answers import EXTRA_ROWS, PRESETS, judge, run_presets, write_report
 
 
 def main() -> int:

@@ -54,7 +54,8 @@ def paths_override(folders: dict[str, Path]) -> str:
 def run_cli(script: str, *overrides: str, env: dict[str, str] | None = None, launcher: list[str] | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    cmd = (launcher or [sys.executable]) + [str(ROOT / "scripts" / script), *overrides]
+    path = ROOT / script if "/" in script else ROOT / "scripts" / script  # tests/helpers/x.py or a script name
+    cmd = (launcher or [sys.executable]) + [str(path), *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -71,11 +72,11 @@ def torchrun(port: int) -> list[str]:
 
 
 def precompute_on_two_ranks(args: list[str], cache_root: Path, port: int) -> tuple[dict, list[dict]]:
-    """`scripts/transform.py` on two ranks; the cache's merged manifest and the per-rank summaries."""
+    """`scripts/transform.py` on two ranks; the cache's merged manifest and its per-rank counts."""
     run_cli("transform.py", *args, env=TWO_RANK_ENV, launcher=torchrun(port))
     cache = next((cache_root / "transforms").iterdir())
     manifest = json.loads((cache / "manifest.json").read_text())
-    return manifest, [json.loads((cache / f"failures-rank{r}-of2.json").read_text()) for r in range(2)]
+    return manifest, sorted(manifest["ranks"], key=lambda r: r["rank"])
 
 
 def read_results(run_dir: Path) -> dict:

@@ -1,7 +1,7 @@
 """Writers for every kind of tricky or broken image file, for tests of decoding, indexing and skip accounting.
 
 ``write_tricky_images(folder)`` fills a folder and returns ``{file name: expected category}`` where the
-category is ``None`` for a usable file, else one of ``bias.images.REASON_CATEGORIES`` (compare with
+category is ``None`` for a usable file, else one of ``bias.data.images.REASON_CATEGORIES`` (compare with
 ``reason_category(check_image(path))``). All names have image extensions, so an index lists every one.
 The lower-level writers (``png_bytes``, ``jpeg_bytes``, ...) build files with known pixel values.
 """

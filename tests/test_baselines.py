@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bias.baselines import BaselineOptions, channel_histograms, pooled_pixels, run_baselines, train_sample
-from bias.verdict import BEATEN, LEARNED, UNDER_FIT, VerdictOptions, learnability_verdict, verdict_marker
+from bias.experiment.baselines import BaselineOptions, channel_histograms, pooled_pixels, run_baselines, train_sample
+from bias.experiment.verdict import BEATEN, LEARNED, UNDER_FIT, VerdictOptions, learnability_verdict, verdict_marker
 from classifiers.probes import LogisticRegression, select_probe, stratified_holdout
 
 
@@ -71,15 +71,16 @@ def test_train_sample_is_bounded_and_seeded():
 
 def test_options_are_checked():
     assert BaselineOptions.from_config({"resolutions": [8]}).resolutions == (8,)
-    with pytest.raises(ValueError, match="unknown baselines option"):
+    with pytest.raises(ValueError, match="baselines.max_trian: unknown key"):
         BaselineOptions.from_config({"max_trian": 5})
-    with pytest.raises(ValueError, match="holdout"):
+    with pytest.raises(ValueError, match=r"baselines.holdout: must be < 1, got 1.5"):
         BaselineOptions.from_config({"holdout": 1.5})
+    assert VerdictOptions.from_config({"underfit_margin": 0.1}).underfit_margin == 0.1
 
 
 # --- baselines end to end on known answers -------------------------------------------------------
 class _Images(torch.utils.data.Dataset):
-    """What `bias.pipeline.ImageDataset` hands the probes: eval-view tensors with labels."""
+    """What `classifiers.data.ImageDataset` hands the probes: eval-view tensors with labels."""
 
     def __init__(self, images: torch.Tensor, labels: np.ndarray) -> None:
         self.images, self.labels = images, labels

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -102,8 +104,8 @@ def test_resume_after_a_kill_gives_the_same_metrics(two_folders, tmp_path):
             "transform=pixel_shuffle", "transform.mode=fixed", f"cache_dir={tmp_path / 'c'}", *TINY,
             "recipe.epochs=3", "recipe.eval_every=1"]
     run_cli("classify.py", *args, f"out={tmp_path / 'straight'}")
-    killed = run_cli("classify.py", *args, f"out={tmp_path / 'resumed'}", env={"BIAS_FAULT_AFTER_EPOCH": "0"},
-                     check=False)
+    killed = run_cli("tests/helpers/kill_after_epoch.py", *args, f"out={tmp_path / 'resumed'}",
+                     env={"KILL_AFTER_EPOCH": "0"}, check=False)
     assert killed.returncode == 137 and not (tmp_path / "resumed" / "results.json").exists()
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint.pt").exists()
     run_cli("classify.py", *args, f"out={tmp_path / 'resumed'}")
@@ -185,3 +187,35 @@ def test_feature_vector_transform_trains_an_mlp_through_the_same_trainer(two_fol
     r = read_results(tmp_path / "r")
     assert r["model"] == "mlp" and r["n_val"] == 16
     assert r["accuracy"] >= 0.9  # red vs blue folders differ in colour distribution only
+
+
+def test_a_corrupt_cache_entry_is_recomputed_and_its_source_is_not_blamed(two_folders, tmp_path):
+    args = ["data=folders", paths_override(two_folders), "data.per_dataset=12", "data.val_per_dataset=6",
+            "transform=canny", f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.epochs=1"]
+    run_cli("classify.py", *args, f"out={tmp_path / 'a'}")
+    cache = next((tmp_path / "c" / "transforms").iterdir())
+    victim = sorted(cache.glob("*/*.png"))[0]
+    victim.write_text("garbage where a cached canny PNG was")
+    run_cli("classify.py", *args, f"out={tmp_path / 'b'}", "seed=1")
+    r = read_results(tmp_path / "b")
+    assert r["skipped"] == [] and r["n_val"] == 12  # the source was fine: nothing dropped, nothing blamed
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["repaired"] == 1 and manifest["computed"] == 1 and manifest["failed"] == []
+    assert victim.read_bytes().startswith(b"\x89PNG")
+
+
+def test_progress_bars_in_a_log_write_at_most_a_line_per_30_seconds(two_folders, tmp_path):
+    """stderr to a file (not a terminal), as in a batch job: a bar per epoch, not a line per step."""
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "classify.py"), "data=folders",
+                               paths_override(two_folders), "data.per_dataset=32", "data.val_per_dataset=8",
+                               f"out={tmp_path / 'r'}", f"cache_dir={tmp_path / 'c'}", *TINY, "recipe.batch_size=4",
+                               "recipe.effective_batch=4", "recipe.epochs=2"],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=err, text=True, timeout=900)
+    assert proc.returncode == 0
+    text = log.read_text()
+    updates = [u for u in text.replace("\r", "\n").split("\n") if u.startswith("epoch 1/2:")]
+    assert 16 == read_results(tmp_path / "r")["history"][0]["step"]  # 16 steps in the epoch
+    assert 1 <= len(updates) <= 3, updates  # opened, maybe one 30-s refresh, closed: never one per step

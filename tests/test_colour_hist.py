@@ -10,10 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from classifiers.mlp import MLPClassifier
-from transforms.colour_hist import ColourHistogramImage, ColourHistogramVector, quantile_indices
+from transforms.classical.colour_hist import ColourHistogramImage, ColourHistogramVector, quantile_indices
 from transforms.registry import create_transform
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "transform"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs" / "transform"
 
 
 def random_image(seed: int, h: int = 23, w: int = 31) -> np.ndarray:
@@ -171,7 +171,7 @@ def test_yaml_spells_out_every_default_and_creates(name: str) -> None:
     params = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
     t = create_transform(cfg.name, **params)
     assert cfg.name == name == t.name
-    assert params == t.params() == create_transform(name).params()
+    assert params == t.get_params() == create_transform(name).get_params()
 
 
 # --- MLP ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Packed per-image columns (`bias.strings`) and the bounded process-pool map (`bias.parallel`)."""
+"""Packed per-image columns (`bias.core.strings`) and the bounded process-pool map (`bias.core.parallel`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bias.parallel import parallel_map
-from bias.strings import SHA1_DTYPE, StringColumn, as_string_column, sha1_array, sha1_to_arrow
+from bias.core.parallel import parallel_map
+from bias.core.strings import SHA1_DTYPE, StringColumn, as_string_column, sha1_array, sha1_to_arrow
 
 WORDS = ["/data/a/0001.jpg", "", "tar:12:345:/d/é 00000.tar", "x" * 300, "b", "/data/a/0001.jpg"]
 
@@ -92,8 +92,8 @@ def test_parallel_map_runs_in_worker_processes_only_when_asked():
 
 
 def test_one_registry_serves_transforms_sources_generators_archs_and_tasks():
-    from bias.registry import Registry, UnknownNameError
-    from bias.sources import SOURCE_KINDS
+    from bias.core.registry import Registry, UnknownNameError
+    from bias.data.sources import SOURCE_KINDS
     from memorization.generators import list_generators
     from memorization.zoo.archs import ARCHS
     from memorization.zoo.tasks import TASKS
@@ -117,7 +117,7 @@ def test_one_registry_serves_transforms_sources_generators_archs_and_tasks():
     assert {"canny", "reference"} <= set(TRANSFORMS.names()) and TRANSFORMS.get("canny").name == "canny"
     with pytest.raises(UnknownTransformError):
         TRANSFORMS.get("nope")
-    assert SOURCE_KINDS.names() == ["folder", "hf", "list", "webdataset"]
+    assert SOURCE_KINDS.names() == ["folder", "hf", "list", "planted", "webdataset"]
     assert SOURCE_KINDS.get("webdataset").kind == "webdataset"
     assert {"copy", "pdiff"} <= set(list_generators())
     assert "mlp" in ARCHS and "mnist1d" in TASKS.names()

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from bias.data import (
+from bias.core.strings import StringColumn, sha1_array
+from bias.data.index import FileIndex, build_index
+from bias.data.split import (
     DataConfigError,
     check_folders,
     duplicate_keys_in_overrides,
@@ -11,8 +13,6 @@ from bias.data import (
     make_split,
     parse_dataset_paths,
 )
-from bias.index import FileIndex, build_index
-from bias.strings import StringColumn, sha1_array
 
 
 def fake_index(name: str, n: int, broken: int = 0, shared: tuple[str, ...] = ()) -> FileIndex:
@@ -103,10 +103,10 @@ def test_index_checks_each_file_once_and_reuses_the_stored_index(tmp_path, monke
     assert {r["path"].split("/")[-1] for r in index.broken()} == {n for n, r in expected.items() if r is not None}
 
     calls = []
-    import bias.index
+    import bias.data.index
 
-    real = bias.index.check_image_with_sha1
-    monkeypatch.setattr(bias.index, "check_image_with_sha1", lambda p: calls.append(p) or real(p))
+    real = bias.data.index.check_image_with_sha1
+    monkeypatch.setattr(bias.data.index, "check_image_with_sha1", lambda p: calls.append(p) or real(p))
     again = build_index(folder, tmp_path / "cache", num_workers=1)
     assert calls == [] and np.array_equal(again.ok, index.ok)
     (folder / "new.png").write_bytes((folder / next(n for n, r in expected.items() if n.endswith(".png") and r is None)).read_bytes())

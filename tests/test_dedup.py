@@ -11,8 +11,7 @@ import scipy.fft
 from omegaconf import OmegaConf
 from PIL import Image
 
-from bias.data import Split
-from bias.dedup import (
+from bias.data.dedup import (
     NearDuplicateOptions,
     compute_phashes,
     hamming,
@@ -23,7 +22,8 @@ from bias.dedup import (
     phash_image,
     split_near_duplicates,
 )
-from bias.images import file_sha1
+from bias.data.images import file_sha1
+from bias.data.split import Split
 
 
 def natural(seed: int, w: int = 240, h: int = 180) -> np.ndarray:
@@ -184,8 +184,8 @@ def test_options_reject_unknown_keys():
 
 
 def test_prepare_split_wires_the_option(near_copy_folders, tmp_path):
-    from bias.distributed import partial_state
-    from bias.experiment import config_hash, prepare_split
+    from bias.core.distributed import partial_state
+    from bias.experiment.run import config_hash, prepare_split
 
     data = {"kind": "folders", "name": "folders", "paths": {"a": str(near_copy_folders / "a"),
                                                            "b": str(near_copy_folders / "b")},

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from bias.download import (
+from bias.data.download import (
     DownloadConfigError,
     create_reader,
     find_img2dataset,
@@ -243,7 +243,7 @@ def test_sample_rows_is_the_documented_draw_and_reads_back_exactly(metadata, tmp
 
 
 def test_pick_rows_batches_the_wanted_records_and_stops_reading_after_the_last():
-    from bias.download import pick_rows
+    from bias.data.download import pick_rows
 
     consumed = []
 

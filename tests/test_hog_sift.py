@@ -16,13 +16,13 @@ from omegaconf import OmegaConf
 from skimage.draw import line as skimage_line
 from skimage.feature import hog as skimage_hog
 
-import transforms.hog as hog_module
+import transforms.classical.hog as hog_module
 from transforms import create_transform
-from transforms.hog import bresenham_line, hog_visualisation, to_uint8_min_max
-from transforms.sift import detect_sift, draw_rich_keypoints, keypoint_colours
+from transforms.classical.hog import bresenham_line, hog_visualisation, to_uint8_min_max
+from transforms.classical.sift import detect_sift, draw_rich_keypoints, keypoint_colours
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "transform"
+CONFIG_DIR = REPO / "bias" / "configs" / "transform"
 #: Allowed |ours - skimage| of the float visualisation, relative to its maximum (achieved: 0, bit-exact).
 HOG_RTOL = 1e-9
 
@@ -288,15 +288,15 @@ def test_yaml_spells_out_every_default_and_creates(name: str) -> None:
     t = create_transform(cfg.name, **params)
     assert cfg.name == name == t.name
     spelled_out = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "name"}
-    assert spelled_out == t.params() == create_transform(name).params()
+    assert spelled_out == t.get_params() == create_transform(name).get_params()
     assert (t.kind, t.augment_group, t.family, t.has_image_stage, t.has_tensor_stage) == (
         "precomputed", "b", "structural", True, False,
     )
 
 
 def test_published_defaults() -> None:
-    assert create_transform("hog").params() == {
+    assert create_transform("hog").get_params() == {
         "orientations": 9, "pixels_per_cell": [8, 8], "transform_sqrt": True, "channels": "gray",
     }
-    assert create_transform("sift").params() == {"seed": 0, "thickness": 1, "n_features": 0, "antialias": True}
+    assert create_transform("sift").get_params() == {"seed": 0, "thickness": 1, "n_features": 0, "antialias": True}
     assert create_transform("hog").cache_key() != create_transform("hog", channels="rgb").cache_key()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-import bias.images as images
-from bias.images import (
+import bias.data.images as images
+from bias.data.images import (
     IMAGE_EXTENSIONS,
     REASON_CATEGORIES,
     ImageDecodeError,

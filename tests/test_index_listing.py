@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-import bias.index
-from bias.index import FileIndex, Listing, build_index, index_listing, list_image_files
-from bias.strings import SHA1_DTYPE, StringColumn
+import bias.data.index
+from bias.core.strings import SHA1_DTYPE, StringColumn
+from bias.data.index import FileIndex, Listing, build_index, index_listing, list_image_files
 
 
 def _folder(tmp_path):
@@ -42,8 +42,8 @@ def test_reused_index_equals_a_fresh_one_and_rechecks_only_changed_files(tmp_pat
     first = build_index(root, tmp_path / "cache", num_workers=1)
     assert first.ok.tolist() == [False, False, False, True, False]
     calls = []
-    real = bias.index.check_image_with_sha1
-    monkeypatch.setattr(bias.index, "check_image_with_sha1", lambda p: calls.append(p) or real(p))
+    real = bias.data.index.check_image_with_sha1
+    monkeypatch.setattr(bias.data.index, "check_image_with_sha1", lambda p: calls.append(p) or real(p))
     again = build_index(root, tmp_path / "cache", num_workers=1)
     assert calls == []
     for col in ("ok", "sha1", "size", "mtime_ns"):

@@ -35,7 +35,7 @@ def test_single_axis_preset_known_answer(preset, transform, expectation, cache, 
 
     from tests.conftest import ROOT
 
-    declared = OmegaConf.load(ROOT / "configs" / "data" / f"{preset}.yaml").expected
+    declared = OmegaConf.load(ROOT / "bias" / "configs" / "data" / f"{preset}.yaml").expected
     assert transform in declared[expectation], f"{preset}.yaml does not declare that {transform} {expectation}"
     run_cli("classify.py", f"data={preset}", f"transform={transform}", "data.per_dataset=300",
             "data.val_per_dataset=100", "data.generator.n_per_dataset=400", "recipe.epochs=8", "seed=0",
@@ -51,7 +51,7 @@ def test_single_axis_preset_known_answer(preset, transform, expectation, cache, 
 
 # --- the documented command that checks every preset: scripts/known_answers.py ------------------
 def test_verdict_sides_and_agreement():
-    from bias.known_answers import verdict
+    from bias.experiment.known_answers import verdict
 
     assert verdict("keeps", 0.60, 1 / 3) == ("keeps", True)
     assert verdict("keeps", 0.50, 1 / 3) == ("between", False)
@@ -62,7 +62,7 @@ def test_verdict_sides_and_agreement():
 
 
 def test_every_single_axis_preset_declares_each_transform_once():
-    from bias.known_answers import PRESETS, declared, rows_for
+    from bias.experiment.known_answers import PRESETS, declared, rows_for
 
     for preset in PRESETS:
         exp = declared(preset)
@@ -74,7 +74,7 @@ def test_every_single_axis_preset_declares_each_transform_once():
 def test_judge_marks_disagreements(tmp_path):
     import json
 
-    from bias.known_answers import judge, write_report
+    from bias.experiment.known_answers import judge, write_report
 
     rows = [{"label": "mean_rgb", "accuracies": [0.9, 0.8], "chance": 1 / 3},
             {"label": "canny", "accuracies": [0.7, 0.6], "chance": 1 / 3},  # declared loses: disagrees

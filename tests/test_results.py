@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bias.results import aggregate_seeds, bootstrap_ci, confusion_matrix, summarize
+from bias.experiment.results import aggregate_seeds, bootstrap_ci, confusion_matrix, summarize
 
 
 def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_samples():

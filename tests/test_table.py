@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bias.published import published_accuracy
-from bias.table import parse_row, row_label
+from bias.experiment.published import published_accuracy
+from bias.experiment.table import parse_row, row_label
 from tests.conftest import TINY, paths_override, run_cli
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bias.pipeline import EpochSampler, item_seed
+from classifiers.data import EpochSampler, item_seed
 from classifiers.mixup import MixupCutmix, smooth_one_hot
 from classifiers.models import UnknownModelError, check_model_name, create_classifier
 from classifiers.optim import build_optimizer, warmup_cosine_factor
@@ -83,8 +83,8 @@ def test_pipeline_normalises_after_the_tensor_stage():
     """An hpf output is min-max scaled; normalising before it would be undone."""
     from PIL import Image
 
-    from bias.augment import eval_augment, normalizer
-    from bias.pipeline import ImageDataset
+    from classifiers.augment import eval_augment, normalizer
+    from classifiers.data import ImageDataset
     from transforms.registry import create_transform
 
     recipe = {"image_size": 32, "eval_resize": 32, "groups": {"b": {"normalize": True}}}
@@ -104,7 +104,7 @@ def test_pipeline_normalises_after_the_tensor_stage():
 
 
 def test_recipe_normalize_overrides_depart_from_the_group_for_one_transform():
-    from bias.augment import normalizer
+    from classifiers.augment import normalizer
 
     recipe = {"groups": {"b": {"normalize": True}}, "normalize_overrides": {"hog": False}}
     assert normalizer(recipe, "b", "hpf") is not None
@@ -114,7 +114,7 @@ def test_recipe_normalize_overrides_depart_from_the_group_for_one_transform():
 
 
 def test_string_column_packs_strings_without_python_objects_and_gives_them_back():
-    from bias.strings import StringColumn
+    from bias.core.strings import StringColumn
 
     strings = ["/data/a/0001.jpg", "", "tar:12:345:/d/é 00000.tar", "x" * 1000]
     col = StringColumn(strings)
@@ -132,10 +132,10 @@ def test_paper_randaugment_survives_posterize_to_zero_bits():
     from omegaconf import OmegaConf
     from PIL import Image
 
-    from bias.augment import _posterize, train_augment
+    from classifiers.augment import _posterize, train_augment
     from tests.conftest import ROOT
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/paper.yaml").recipe)
     recipe["image_size"] = 32
     augment = train_augment(recipe, "a")
     image = Image.new("RGB", (40, 40), (200, 120, 30))

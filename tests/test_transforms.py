@@ -16,11 +16,11 @@ import torch
 from omegaconf import OmegaConf
 
 from transforms import create_transform, list_transforms
+from transforms.classical.shuffle import shuffle_patches
 from transforms.registry import UnknownTransformError
-from transforms.shuffle import shuffle_patches
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "transform"
+CONFIG_DIR = REPO / "bias" / "configs" / "transform"
 BUILTIN = ["canny", "hpf", "lpf", "mean_rgb", "patch_shuffle", "pixel_shuffle", "reference"]
 
 
@@ -98,10 +98,10 @@ def test_published_groups_and_stages(
 
 
 def test_published_defaults() -> None:
-    assert create_transform("lpf").params() == {"radius": 40, "reference_size": 224, "filter": "ideal", "order": 2}
-    assert create_transform("patch_shuffle").params() == {"patch_size": 16, "mode": "random", "reference_size": 224}
-    assert create_transform("pixel_shuffle").params() == {"mode": "random"}
-    assert create_transform("canny").params() == {"low": 85, "high": 255, "blur_kernel": 3, "l2_gradient": False}
+    assert create_transform("lpf").get_params() == {"radius": 40, "reference_size": 224, "filter": "ideal", "order": 2}
+    assert create_transform("patch_shuffle").get_params() == {"patch_size": 16, "mode": "random", "reference_size": 224}
+    assert create_transform("pixel_shuffle").get_params() == {"mode": "random"}
+    assert create_transform("canny").get_params() == {"low": 85, "high": 255, "blur_kernel": 3, "l2_gradient": False}
 
 
 def test_every_transform_yaml_loads_and_creates() -> None:
@@ -115,7 +115,7 @@ def test_every_transform_yaml_loads_and_creates() -> None:
         assert t.name == cfg.name
         if cfg.name in BUILTIN:
             # every parameter is spelled out, with the published default
-            assert params == create_transform(cfg.name).params(), path.name
+            assert params == create_transform(cfg.name).get_params(), path.name
 
 
 def test_cache_key_depends_on_params() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bias.registry import Registry, UnknownNameError
+from bias.core.registry import Registry, UnknownNameError
 from transforms.base import Transform
 
 
@@ -20,7 +20,7 @@ class UnknownTransformError(UnknownNameError):
 
 
 TRANSFORMS: Registry[type[Transform]] = Registry(
-    "transform", builtin="transforms.builtin", error=UnknownTransformError,
+    "transform", error=UnknownTransformError,
     hint="Register a new one with @register_transform and add configs/transform/<name>.yaml.")
 
 register_transform = TRANSFORMS.register  # class decorator: @register_transform("canny")

@@ -21,3 +21,6 @@ from memorization.generators.base import (
 
 __all__ = ["NotFittedError", "UnknownGeneratorError", "WeightGenerator", "create_generator", "get_generator_class",
            "list_generators", "register_generator"]
+
+# the built-in generators register themselves on import
+from memorization.generators import baselines, gpt, hyperdiffusion, hyperreps, pdiff  # noqa: E402, F401, I001

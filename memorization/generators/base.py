@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-from bias.registry import Registry, UnknownNameError
+from bias.core.registry import Registry, UnknownNameError
 from memorization.zoo.store import Zoo
 
 G = TypeVar("G", bound=type["WeightGenerator"])
@@ -118,7 +118,7 @@ def cpu_generator(seed: int) -> torch.Generator:
 
 
 GENERATORS: Registry[type[WeightGenerator]] = Registry(
-    "generator", builtin="memorization.generators.builtin", error=UnknownGeneratorError,
+    "generator", error=UnknownGeneratorError,
     hint="Register a new one with @register_generator and add configs/memorize/generator/<name>.yaml.")
 
 register_generator = GENERATORS.register  # class decorator: @register_generator("pdiff")

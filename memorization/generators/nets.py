@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bias.core.progress import progress_bar
 from memorization.generators.base import cpu_generator
 from memorization.zoo.store import ParamSpec
 
@@ -142,7 +142,7 @@ class GaussianDiffusion(nn.Module):
                generator: torch.Generator | None = None, progress: bool = True, desc: str = "ddpm sampling",
                clip: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = torch.randn(shape, device=device, generator=generator)
-        for step in tqdm(range(self.num_steps - 1, -1, -1), desc=desc, leave=False, disable=not progress):
+        for step in progress_bar(range(self.num_steps - 1, -1, -1), desc=desc, leave=False, disable=not progress):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
             out = model(x, t, cond)
             if self.prediction == "eps":
@@ -284,7 +284,7 @@ def train_loop(module: nn.Module, loss_fn: Callable[[int], Tensor], steps: int, 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if cosine else None
     history: list[float] = []
-    bar = tqdm(range(steps), desc=desc, leave=False, disable=not progress)
+    bar = progress_bar(range(steps), desc=desc, leave=False, disable=not progress)
     for step in bar:
         loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)

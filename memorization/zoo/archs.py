@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bias.registry import Registry
+from bias.core.registry import Registry
+from memorization.zoo.spec import ParamSpec
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -122,8 +123,6 @@ def init_params(arch: Mapping[str, Any], input_shape: Sequence[int], num_classes
 
     Uses a forked RNG, so the global torch RNG is left as it was.
     """
-    from memorization.zoo.store import ParamSpec
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = build_arch(arch, input_shape, num_classes)

@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from bias.configs import CONFIG_DIR as BIAS_CONFIGS
+from bias.core.progress import progress_bar
 from memorization.zoo.store import Zoo, config_hash
 from memorization.zoo.tasks import get_task
 from memorization.zoo.training import ZooRecipe, finetune_steps, train_vectorised
 
 REGIMES = ("runs", "steps")
 ZOO_VERSION = 1  # bump when the same config would train different weights
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "memorize" / "task"
+CONFIG_DIR = BIAS_CONFIGS / "memorize" / "task"
 
 
 def run_seeds(seed: int, n: int) -> list[int]:
@@ -144,7 +145,7 @@ def build_zoo(task: str, arch: Mapping[str, Any], regime: str = "runs", n_models
         seeds = run_seeds(seed, n_models)
         size = int(group_size or n_models)
         chunks, losses, steps = [], [], []
-        for start in tqdm(range(0, n_models, size), desc=f"zoo {task}/{arch['name']}", disable=not progress or
+        for start in progress_bar(range(0, n_models, size), desc=f"zoo {task}/{arch['name']}", disable=not progress or
                           size >= n_models):
             res = train_vectorised(the_task, cfg["arch"], seeds[start:start + size], rec, device,
                                    checkpoints_per_run, progress, desc=f"{task}/{arch['name']}")

@@ -10,7 +10,7 @@ name       data                                                         input   
 ========== ============================================================ ================== =========
 mnist1d    MNIST-1D, generated locally (``mnist1d.data.make_dataset``)  1 x 40             10
 digits     scikit-learn's 8x8 handwritten digits (bundled, 1,797)       1 x 8 x 8 (or 28)  10
-planted    the planted-bias images (`bias.planted.ensure_planted`),     3 x S x S          datasets
+planted    the planted-bias images (`bias.data.planted.ensure_planted`),     3 x S x S          datasets
            downsampled to S x S; label = which dataset an image is from
 ========== ============================================================ ================== =========
 
@@ -35,7 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bias.registry import Registry
+from bias.configs import CONFIG_DIR as BIAS_CONFIGS
+from bias.core.registry import Registry
+from bias.data.images import load_rgb
+from bias.data.planted import ensure_planted
+from memorization.zoo.archs import build_arch
+from memorization.zoo.functional import batched_logits
+from memorization.zoo.spec import _plain
 
 TASKS: Registry[Callable[..., Task]] = Registry("zoo task", attr=None)
 register_task = TASKS.register  # decorator of a function returning a Task: @register_task("digits")
@@ -68,8 +74,6 @@ class Task:
         return self.x_test
 
     def build_model(self, arch: Mapping[str, Any]) -> torch.nn.Module:
-        from memorization.zoo.archs import build_arch
-
         return build_arch(arch, self.input_shape, self.num_classes)
 
     def evaluate(self, model: torch.nn.Module, spec, params: Tensor, chunk: int = 256,
@@ -81,8 +85,6 @@ class Task:
         is bounded by ``chunk x n_test x widest activation``. ``with_loss=True`` also returns the
         mean test cross-entropy per model.
         """
-        from memorization.zoo.functional import batched_logits
-
         device = torch.device(device) if device is not None else params.device
         x, y = self.x_test.to(device), self.y_test.to(device)
         accs, masks, losses = [], [], []
@@ -197,19 +199,17 @@ def planted_task(preset: str = "planted", n_per_dataset: int = 1000, render_size
     """Dataset classification on planted-bias images: which of the preset's datasets an image comes from.
 
     The preset's ``generator`` mapping (``configs/data/<preset>.yaml``, or `generator` given
-    directly) is rendered by `bias.planted.ensure_planted` at ``render_size`` pixels with
+    directly) is rendered by `bias.data.planted.ensure_planted` at ``render_size`` pixels with
     ``n_per_dataset`` images each (cached on disk), then every image is area-downsampled to
     ``image_size`` x ``image_size`` RGB.
     """
     import cv2
 
-    from bias.images import load_rgb
-    from bias.planted import ensure_planted
 
     if generator is None:
         from omegaconf import OmegaConf
 
-        path = Path(__file__).resolve().parents[2] / "configs" / "data" / f"{preset}.yaml"
+        path = BIAS_CONFIGS / "data" / f"{preset}.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"no planted preset {path}; pass preset= one of configs/data/planted*.yaml")
         generator = OmegaConf.to_container(OmegaConf.load(path)["generator"], resolve=True)
@@ -225,7 +225,7 @@ def planted_task(preset: str = "planted", n_per_dataset: int = 1000, render_size
             ys.append(label)
     x = np.stack(xs).astype(np.float32).transpose(0, 3, 1, 2) / 255.0
     return _make_task("planted", x, np.asarray(ys, np.int64), len(folders), test_fraction, split_seed, "channel",
-                      {"source": "bias.planted.ensure_planted", "preset": preset, "datasets": sorted(folders),
+                      {"source": "bias.data.planted.ensure_planted", "preset": preset, "datasets": sorted(folders),
                        "render_size": int(render_size), "image_size": int(image_size),
                        "n_per_dataset": int(n_per_dataset), "seed": int(seed)})
 
@@ -238,6 +238,4 @@ def _cached(name: str, kwargs_json: str) -> Task:
 def get_task(name: str, **kwargs: Any) -> Task:
     """The task `name` with `kwargs` (cached per process: building a task takes up to seconds)."""
     TASKS.get(name)  # an unknown name fails here, listing the known ones
-    from memorization.zoo.store import _plain
-
     return _cached(name, json.dumps(_plain(kwargs), sort_keys=True))

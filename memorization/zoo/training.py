@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from bias.core.progress import progress_bar
 from classifiers.optim import build_optimizer, build_scheduler
 from memorization.zoo.archs import init_params
 from memorization.zoo.functional import stacked_forward
@@ -135,7 +135,7 @@ def train_vectorised(task: Task, arch: Mapping[str, Any], seeds: Sequence[int], 
     saved, losses = [], []
     loss_sum, loss_n = torch.zeros(n_models, device=device), 0
     step = 0
-    bar = tqdm(total=total, desc=f"{desc}: {n_models} models", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=f"{desc}: {n_models} models", disable=not progress, leave=False)
     for epoch in range(recipe.epochs):
         order = epoch_orders(seeds, epoch, n_train).to(device)
         for b in range(spe):
@@ -220,7 +220,7 @@ def finetune_steps(task: Task, arch: Mapping[str, Any], seed: int, recipe: ZooRe
     n_train = int(task.y_train.shape[0])
     spe = recipe.steps_per_epoch(n_train)
     rows, losses = [], []
-    for step in tqdm(range(n_steps), desc="P-diff steps", disable=not progress, leave=False):
+    for step in progress_bar(range(n_steps), desc="P-diff steps", disable=not progress, leave=False):
         epoch, b = divmod(step, spe)
         if b == 0:
             order = epoch_orders([seed], epoch, n_train, STREAM_FINETUNE).to(device)

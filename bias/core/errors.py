@@ -1,0 +1,24 @@
+"""The project's errors. A `BiasError` is a mistake the user can fix (a bad config value, unusable
+data, a model that is not on disk): the command line prints its message as one line. Every other
+exception is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class BiasError(Exception):
+    """Base of the errors whose message alone tells the user what to do."""
+
+    def __str__(self) -> str:  # KeyError subclasses would quote the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(BiasError, ValueError):
+    """A configuration value is wrong; the message names the key (`recipe.epochs: expected ...`)."""
+
+
+class DataError(BiasError, ValueError):
+    """The data cannot be used as configured (missing folder, too few images, ...)."""
+
+
+class MissingModelError(BiasError, FileNotFoundError):
+    """Model weights are not where they should be; the message says what to download and where to put it."""

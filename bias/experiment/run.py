@@ -1,0 +1,363 @@
+"""The experiment runner: config in, trained classifier and `results.json` out.
+
+`run_classification(cfg)` is everything `scripts/classify.py` does. Under `accelerate launch`
+it runs once per process; every process derives the same run directory from the config, and
+only the main process writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+from accelerate.utils import gather_object
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+from bias.core.distributed import partial_state, use_cpu
+from bias.core.errors import ConfigError
+from bias.core.io import write_json
+from bias.core.strings import StringColumn
+from bias.data.dedup import NearDuplicateOptions, split_near_duplicates
+from bias.data.sources import resolve_sources
+from bias.data.split import DataConfigError, Split, duplicate_report, index_datasets, make_split
+from bias.experiment.baselines import BaselineOptions, format_baselines, run_baselines
+from bias.experiment.config import validate_classify_config
+from bias.experiment.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize
+from bias.experiment.verdict import VerdictOptions, learnability_verdict, train_chance
+from bias.inference.runner import RunReport, run_batched
+from classifiers.augment import eval_augment, normalizer, train_augment
+from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
+from classifiers.models import check_classifier, check_model_name, create_classifier
+from classifiers.trainer import EpochCallback, train_classifier
+from transforms.base import Transform, output_store
+from transforms.registry import create_transform
+
+RUNTIME_KEYS = ("out", "seed", "seeds", "cache_dir", "num_workers", "print_config")
+
+
+class RunConfigError(ConfigError):
+    """The run directory holds a different experiment; the message says how to proceed."""
+
+
+def experiment_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config that determines results (not where files go or how many workers)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in RUNTIME_KEYS:
+        plain.pop(key, None)
+    plain.get("recipe", {}).pop("num_workers", None)
+    plain.get("data", {}).pop("expected", None)
+    if not (plain.get("data", {}).get("near_duplicates") or {}).get("enabled"):
+        plain.get("data", {}).pop("near_duplicates", None)  # a disabled analysis does not change results
+    return plain
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return hashlib.sha1(json.dumps(experiment_config(cfg), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir_for(cfg: DictConfig, seed: int) -> Path:
+    """`out` if given, else runs/<data>/<transform>/<recipe>-<config hash>/seed<seed> (no timestamps)."""
+    if cfg.get("out"):
+        base = Path(cfg.out)
+        return base / f"seed{seed}" if cfg.get("seeds") else base
+    return Path("runs") / str(cfg.data.name) / str(cfg.transform.name) / f"{cfg.recipe.name}-{config_hash(cfg)}" / f"seed{seed}"
+
+
+def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
+    """The configured transform; bad parameters are a `ConfigError` naming `transform.<name>`."""
+    params = {k: v for k, v in dict(tcfg).items() if k != "name"}
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+    try:
+        return create_transform(str(tcfg["name"]), **params)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"transform ({tcfg['name']}): {err}") from err
+
+
+def validate(cfg: DictConfig) -> Transform:
+    """Every check that needs no heavy work, so mistakes fail in seconds; returns the transform, built once."""
+    validate_classify_config(cfg)
+    transform = transform_from_config(_plain(cfg.transform))
+    check_model_name(str(cfg.model.name))
+    if (transform.output == "vector") != (str(cfg.model.name) == "mlp"):
+        raise ConfigError(
+            f"transform {transform.name!r} outputs {transform.output}s but model {cfg.model.name!r} "
+            + ("classifies images: add model=mlp" if transform.output == "vector" else "classifies feature vectors")
+        )
+    model_cfg = _plain(cfg.model)
+    check_classifier(str(model_cfg["name"]), 2, model_cfg.get("kwargs"),
+                     transform.vector_size() if transform.output == "vector" else None)
+    try:
+        data = _plain(cfg.data)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as err:  # e.g. data.list_file, interpolated
+        found = re.search(r"Missing mandatory value: (\S+)", str(err))
+        key = found.group(1) if found else str(err.full_key)
+        key = key if key.startswith("data.") else f"data.{key}"
+        raise DataConfigError(f"{key} is not set: pass {key}=...") from err
+    for source in resolve_sources(data).values():
+        source.check()
+    BaselineOptions.from_config(_plain(cfg.get("baselines")))
+    VerdictOptions.from_config(_plain(cfg.get("verdict")))
+    return transform
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def prepare_split(cfg: DictConfig, accelerator) -> tuple[Split, list[dict[str, str]], dict[str, Any]]:
+    """Folders -> checked indexes -> seeded split; the main process builds, the others reuse."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    cache_dir = Path(cfg.cache_dir)
+    with accelerator.main_process_first():  # the main process indexes (and renders planted data) first
+        indexes = index_datasets(resolve_sources(data), cache_dir, cfg.get("num_workers"))
+    skipped = [row for index in indexes.values() for row in index.broken()]
+    per_dataset = data.get("per_dataset")
+    split = make_split(indexes, None if per_dataset is None else int(per_dataset), int(data["val_per_dataset"]),
+                       int(data.get("split_seed", 0)))
+    dupes = duplicate_report(split)
+    positions = dupes.pop("_train_positions_in_val")
+    if data.get("exclude_train_val_duplicates") and len(positions):
+        split = split.without_train(positions)
+        dupes["excluded_from_train"] = int(len(positions))
+    near = NearDuplicateOptions.from_config(data.get("near_duplicates"))
+    if near.enabled:
+        with accelerator.main_process_first():  # the main process fills the hash cache, the others reuse it
+            dupes["near"], positions = split_near_duplicates(split, near, cache_dir, cfg.get("num_workers"))
+        if len(positions):
+            split = split.without_train(positions)
+    return split, skipped, dupes
+
+
+def run_classification(cfg: DictConfig, transform: Transform | None = None,
+                       callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+    """Run one seed (`seed`) or several (`seeds=[...]`, then also writes `aggregate.json`).
+
+    `transform`: the transform `validate(cfg)` built (it is built once per process: a model
+    transform must not load its weights twice). `callbacks` run after every training epoch.
+    """
+    transform = transform if transform is not None else validate(cfg)
+    seeds = list(cfg.seeds) if cfg.get("seeds") else [int(cfg.seed)]
+    runs = [run_one(cfg, int(s), transform, callbacks) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    agg = aggregate_seeds(runs)
+    base = run_dir_for(cfg, seeds[0]).parent
+    if partial_state().is_main_process:
+        write_json(agg, base / "aggregate.json")
+        print(f"{len(seeds)} seeds: accuracy {100 * agg['accuracy_mean']:.1f} +- {100 * agg['accuracy_std']:.1f}% "
+              f"(chance {100 * agg['chance']:.1f}%) -> {base / 'aggregate.json'}")
+    return agg
+
+
+def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+    from accelerate import Accelerator
+
+    run_dir = run_dir_for(cfg, seed)
+    state = partial_state()
+    recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
+    recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
+    expected = experiment_config(cfg)
+    saved = run_dir / "experiment.json"
+    if saved.exists() and json.loads(saved.read_text()) != expected:
+        raise RunConfigError(
+            f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
+        )
+    results_file = run_dir / "results.json"
+    if results_file.exists():
+        results = json.loads(results_file.read_text())
+        if state.is_main_process:
+            print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
+        return results
+
+    start = time.time()
+    accelerator = Accelerator(cpu=use_cpu(), log_with="tensorboard", project_dir=str(run_dir),
+                              mixed_precision=str(recipe.get("precision", "no")))
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(expected, saved)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    accelerator.wait_for_everyone()
+
+    split, skipped, dupes = prepare_split(cfg, accelerator)
+    transform.setup(seed=seed, image_size=int(recipe["image_size"]),
+                    run_dir=run_dir if accelerator.is_main_process else None)
+    resize = cfg.data.get("resize_shorter")
+    train_read, val_read = split.train_read, split.val_read
+    if transform.kind == "precomputed":
+        report = precompute(transform, split.all_read(), split.all_sha1(), cfg, accelerator)
+        skipped += _named_by_sample_id(report.failed, split)
+        train_read, val_read = report.read_paths(split.train_sha1), report.read_paths(split.val_sha1)
+        resize = None  # the cache is stored at the resized size already
+
+    group = transform.augment_group
+    size = int(recipe["image_size"])
+    norm = normalizer(recipe, group, transform.name)
+    train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
+                             SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
+    val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
+                           SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
+
+    baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator)
+
+    torch.manual_seed(seed)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
+                              model_cfg.get("kwargs"),
+                              in_features=transform.vector_size() if transform.output == "vector" else None)
+    if accelerator.is_main_process:
+        pq.write_table(split.manifest(), run_dir / "manifest.parquet")
+        accelerator.init_trackers("tensorboard")
+
+    outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes,
+                               callbacks)
+    ev = outcome.evaluation
+    results = summarize(ev.label, ev.pred, split.names, seed)
+    verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
+                                   results["accuracy"], baselines["baselines"],
+                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))))
+    load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
+    skipped = skipped + load_failures
+    results.update(
+        transform=transform.name,
+        transform_params=transform.get_params(),
+        family=transform.family,
+        model=model_cfg["name"],
+        recipe=recipe.get("name"),
+        seed=seed,
+        split_seed=int(cfg.data.get("split_seed", 0)),
+        n_train=int(len(split.train_paths) - len({f["path"] for f in outcome.failed_train})),
+        n_val=int(len(ev.label)),
+        n_skipped=len(skipped),
+        skipped=skipped,
+        duplicates=dupes,
+        history=outcome.history,
+        baselines=baselines["baselines"],
+        baselines_info={k: v for k, v in baselines.items() if k != "baselines"},
+        verdict=verdict,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        optimizer_steps=outcome.steps,
+        processes=accelerator.num_processes,
+        wall_time_s=round(time.time() - start, 2),
+        train_time_s=round(outcome.wall_time_s, 2),
+        run_dir=str(run_dir),
+    )
+    if accelerator.is_main_process:
+        names = np.array(split.names)
+        pacsv.write_csv(
+            _predictions_table(split, ev, names), run_dir / "predictions.csv"
+        )
+        plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
+                       f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
+        plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
+        write_json(results, results_file)
+        print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
+        print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+        if baselines["baselines"]:
+            print(f"  baselines (linear probes, same split and inputs): {format_baselines(baselines['baselines'])}")
+        print(f"  verdict: {verdict['verdict']} ({verdict['reason']})")
+        if skipped:
+            print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
+        if dupes["train_val"] or dupes["across_datasets"]:
+            print(f"  exact duplicates: {dupes['train_val']} val images also in train, "
+                  f"{dupes['across_datasets']} contents in more than one dataset")
+        print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
+    accelerator.end_training()
+    return results
+
+
+def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform: Transform, seed: int,
+               resize: int | None, train_read: StringColumn, val_read: StringColumn, run_dir: Path,
+               accelerator) -> dict[str, Any]:
+    """The run's linear probes (`bias.experiment.baselines`), computed once on the main process and kept in
+    `baselines.json` (a resumed run reuses it); every process gets the same result."""
+    from accelerate.utils import broadcast_object_list
+
+    opts = BaselineOptions.from_config(_plain(cfg.get("baselines")))
+    if not opts.enabled:
+        return {"baselines": [], "enabled": False}
+    saved = run_dir / "baselines.json"
+    result: list[Any] = [None]
+    if accelerator.is_main_process:
+        if saved.exists():
+            result[0] = json.loads(saved.read_text())
+        else:
+            group, size = transform.augment_group, int(recipe["image_size"])
+            view = eval_augment(recipe, group)
+            probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
+                                       resize, report_paths=split.train_paths)
+            probe_val = ImageDataset(val_read, split.val_labels, view, transform, seed, SEED_SALT_VAL, size, resize,
+                                     report_paths=split.val_paths)
+            result[0] = run_baselines(probe_train, probe_val, split.num_classes, transform.output == "vector", opts,
+                                      seed, int(recipe["num_workers"]))
+            write_json(result[0], saved)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(result, from_process=0)
+    return result[0]
+
+
+def _named_by_sample_id(failed: list[dict[str, str]], split: Split) -> list[dict[str, str]]:
+    """Failure rows name what was read (a shard locator for tar members); reports name the sample id."""
+    if not failed:
+        return failed
+    read = split.all_read()
+    wanted = pa.array(sorted({f["path"] for f in failed}), pa.large_string())
+    hits = np.flatnonzero(pc.is_in(read.to_arrow(), value_set=wanted).to_numpy(zero_copy_only=False))
+    ids = dict(zip(read[hits], split.all_paths()[hits]))  # only the failed samples
+    return [dict(f, path=ids.get(f["path"], f["path"])) for f in failed]
+
+
+def _predictions_table(split: Split, ev, names: np.ndarray) -> pa.Table:
+    cols = {"path": split.val_paths[ev.index].to_arrow().cast(pa.string()), "dataset": names[ev.label],
+            "predicted": names[ev.pred]}
+    for j, name in enumerate(names):
+        cols[f"p_{name}"] = ev.probs[:, j]
+    return pa.table(cols)
+
+
+def precompute(transform: Transform, paths: StringColumn, sha1s: np.ndarray, cfg: DictConfig, state) -> RunReport:
+    """Fill the transform's output store for these sources (`bias.inference.runner`), split across processes."""
+    resize = cfg.data.get("resize_shorter")
+    gather = (lambda obj: gather_object([obj])) if state.num_processes > 1 else None
+    return run_batched(transform, paths, sha1s, output_store(transform, cfg.cache_dir, resize), resize_shorter=resize,
+                       rank=state.process_index, world_size=state.num_processes, barrier=state.wait_for_everyone,
+                       gather=gather, num_workers=cfg.get("num_workers"), show_progress=state.is_local_main_process,
+                       manifest={"version": transform.version, "params": transform.get_params(),
+                                 "model": transform.model_identity(), "dtype": transform.cache_dtype()})
+
+
+def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
+    """`scripts/transform.py`: fill the cache of a precomputed transform for the configured data."""
+    transform = validate(cfg)
+    state = partial_state()
+    if transform.kind != "precomputed":
+        raise ConfigError(f"transform {transform.name!r} runs online inside the data pipeline; nothing to precompute")
+    if cfg.get("all_files"):
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        with state.main_process_first():
+            indexes = index_datasets(resolve_sources(data), Path(cfg.cache_dir), cfg.get("num_workers"))
+        paths = StringColumn.concat([ix.read_paths(ix.usable()) for ix in indexes.values()])
+        sha1s = np.concatenate([ix.sha1[ix.ok] for ix in indexes.values()])
+    else:
+        split, _, _ = prepare_split(cfg, state)
+        paths, sha1s = split.all_read(), split.all_sha1()
+    report = precompute(transform, paths, sha1s, cfg, state)
+    summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,
+               "repaired": report.repaired, "failed": len(report.failed)}
+    if state.is_main_process:
+        print(f"{transform.name}: {report.computed} computed ({report.repaired} of them repaired), {report.reused} "
+              f"reused, {len(report.failed)} failed -> {report.folder} (manifest.json lists failures)")
+    return summary

@@ -1,0 +1,272 @@
+"""The bias table: classify once per transform (and seed), collect, compare, plot.
+
+Rows are transform names, optionally with parameters: `"patch_shuffle:patch_size=4,mode=fixed"`;
+`model=NAME` in a row picks the classifier (`"color_hist_vector:model=mlp"`).
+Each row is an ordinary classify run in its own run directory, so finished runs are reused and
+an interrupted table resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pacsv
+
+from bias.core.io import write_json
+from bias.experiment.published import YCD_CHANCE, published_accuracy
+from bias.experiment.results import bootstrap_ci
+from bias.experiment.verdict import LEARNED, verdict_marker
+
+FAMILY_ORDER = ("reference", "semantic", "structural", "spatial", "colour", "frequency")
+
+
+def parse_row(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`"name"` or `"name:key=value,key=value"` (values parsed as YAML scalars) -> (name, params)."""
+    if isinstance(spec, Mapping):
+        params = dict(spec)
+        return str(params.pop("transform")), params
+    name, _, rest = str(spec).partition(":")
+    params: dict[str, Any] = {}
+    if rest:
+        import yaml
+
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"cannot read {item!r} in row {spec!r}: use name:key=value,key=value")
+            params[key.strip()] = yaml.safe_load(value.strip())
+    return name.strip(), params
+
+
+def row_label(name: str, params: Mapping[str, Any]) -> str:
+    return name if not params else name + " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+@dataclass
+class Row:
+    label: str
+    transform: str
+    family: str
+    params: dict[str, Any]
+    accuracies: list[float]
+    chance: float
+    ci95: tuple[float, float]
+    published: float | None
+    run_dirs: list[str] = field(default_factory=list)
+    #: baseline name -> its val accuracy per seed (`bias.experiment.baselines`)
+    baselines: dict[str, list[float]] = field(default_factory=dict)
+    #: the learnability verdict per seed (`bias.experiment.verdict`)
+    verdicts: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def best_baseline(self) -> tuple[str, float] | None:
+        """The baseline with the highest mean accuracy over seeds."""
+        if not self.baselines:
+            return None
+        name = max(self.baselines, key=lambda k: np.mean(self.baselines[k]))
+        return name, float(np.mean(self.baselines[name]))
+
+    @property
+    def marker(self) -> str:
+        """'' when every seed learned; else e.g. 'under-fit' or 'beaten by baseline 2/3 seeds'."""
+        return verdict_marker(self.verdicts)
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies, ddof=1)) if len(self.accuracies) > 1 else 0.0
+
+
+def _correct(run_dir: Path) -> np.ndarray:
+    table = pacsv.read_csv(run_dir / "predictions.csv")
+    return np.asarray(table.column("dataset").to_pylist()) == np.asarray(table.column("predicted").to_pylist())
+
+
+def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]) -> Row:
+    """One table row from the results of the same transform over seeds.
+
+    The 95% interval is the bootstrap over all seeds' val predictions pooled, so it reflects
+    the val-set size; the std over seeds reflects training noise.
+    """
+    correct = np.concatenate([_correct(Path(d)) for d in run_dirs])
+    first = runs[0]
+    params = dict(first.get("transform_params", {}))
+    baselines: dict[str, list[float]] = {}
+    for r in runs:
+        for b in r.get("baselines") or []:
+            baselines.setdefault(b["name"], []).append(float(b["accuracy"]))
+    verdicts = [(r.get("verdict") or {}).get("verdict", LEARNED) for r in runs]
+    return Row(label, first["transform"], first.get("family", ""), params, [r["accuracy"] for r in runs],
+               first["chance"], bootstrap_ci(correct), published_accuracy(first["transform"], params),
+               [str(d) for d in run_dirs], baselines, verdicts)
+
+
+def _accuracy_cell(r: Row) -> str:
+    cell = f"{100 * r.mean:.1f} +- {100 * r.std:.1f}"
+    if r.marker:
+        best = r.best_baseline
+        cell += f" **[{r.marker}]**" + (f" (probe {best[0]}: {100 * best[1]:.1f})" if best else "")
+    return cell
+
+
+def _baselines_cell(r: Row) -> str:
+    return " / ".join(f"{name} {100 * np.mean(v):.1f}" for name, v in r.baselines.items()) or "-"
+
+
+def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (FAMILY_ORDER.index(r.family) if r.family in FAMILY_ORDER else 99))
+    ref = next((r for r in rows if r.transform == "reference"), None)
+    lines = [
+        f"# {title}",
+        "",
+        f"Accuracy (%) of telling {num_classes} datasets apart after each transform; mean +- std over seeds, "
+        "bootstrap 95% interval over the pooled val predictions. The last column is the paper's number on "
+        f"YFCC/CC/DataComp (3-way, chance {YCD_CHANCE:.1f}%): a different dataset, shown for orientation only.",
+        "",
+        "Baselines are linear probes fitted on the same split and transformed inputs (mean over seeds). A marker "
+        "in brackets flags seeds whose network did not learn: **under-fit** (train accuracy near chance: the "
+        "number says nothing about the transform) or **beaten by baseline** (a probe is more than 5 points "
+        "better: read the probe's number as the lower bound).",
+        "",
+        "| transform | family | accuracy | 95% interval | drop from reference | chance | baselines (linear probes) "
+        "| seeds | published YCD (paper, other data) | run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref else "-"
+        pub = f"{r.published:.1f}" if r.published is not None else "-"
+        lines.append(
+            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f} "
+            f"| {drop} | {100 * r.chance:.1f} | {_baselines_cell(r)} | {len(r.accuracies)} | {pub} "
+            f"| [confusion]({Path(r.run_dirs[0]) / 'confusion.png'}) |"
+        )
+    md = out / "table.md"
+    md.write_text("\n".join(lines) + "\n")
+    write_json([r.__dict__ | {"mean": r.mean, "std": r.std, "marker": r.marker} for r in rows], out / "table.json")
+    png = out / "table.png"
+    plot_table(rows, png, title)
+    return md, png
+
+
+def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(FAMILY_ORDER, ("0.35", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:red")))
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(rows) + 2), 4.2))
+    bars = ax.bar(x, [100 * r.mean for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
+                  color=[colours.get(r.family, "0.6") for r in rows])
+    low = [100 * (r.mean - r.ci95[0]) for r in rows]
+    high = [100 * (r.ci95[1] - r.mean) for r in rows]
+    ax.errorbar(x + 0.22, [100 * r.mean for r in rows], yerr=[low, high], fmt="none", ecolor="k", lw=0.8, capsize=2,
+                label="95% interval")
+    pubs = [(i, r.published) for i, r in enumerate(rows) if r.published is not None]
+    if pubs:
+        ax.scatter(*zip(*pubs), marker="_", s=300, color="k", label="paper (YCD, other data)")
+    probes = [(i, 100 * r.best_baseline[1]) for i, r in enumerate(rows) if r.best_baseline is not None]
+    if probes:
+        ax.scatter(*zip(*probes), marker="x", s=30, color="tab:red", zorder=3, label="best linear probe")
+    for i, r in enumerate(rows):
+        if r.marker:
+            bars[i].set_hatch("//")
+            ax.text(i, 100 * r.mean + 3, r.marker.replace(" by baseline", "").replace(" seeds", ""), rotation=90,
+                    ha="center", va="bottom", fontsize=6, color="tab:red")
+    ax.axhline(100 * rows[0].chance, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("dataset classification accuracy %")
+    ax.set_ylim(0, 100)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[f]) for f in FAMILY_ORDER if any(r.family == f for r in rows)]
+    labels = [f for f in FAMILY_ORDER if any(r.family == f for r in rows)]
+    if any(r.marker for r in rows):
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="k", hatch="//"))
+        labels.append("not learned (verdict)")
+    h2, l2 = ax.get_legend_handles_labels()
+    ax.legend(handles + h2, labels + l2, fontsize=7, ncol=2, loc="upper right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+TABLE_KEYS = ("rows", "table_out", "table", "examples")
+
+
+def example_samples(cfg, k: int) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The first `k` usable samples (in index order) of every dataset, from any data source: (read paths, SHA-1s)."""
+    from omegaconf import OmegaConf
+
+    from bias.data.sources import resolve_sources
+    from bias.data.split import index_datasets
+
+    cache_dir = Path(cfg.cache_dir)
+    indexes = index_datasets(resolve_sources(OmegaConf.to_container(cfg.data, resolve=True)), cache_dir,
+                             cfg.get("num_workers"))
+    out = {}
+    for name, index in indexes.items():
+        pos = index.usable()[:k]
+        out[name] = ([str(p) for p in index.read_paths(pos)], index.sha1[pos])
+    return out
+
+
+def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
+    """Run (or reuse) one classify run per row and seed, then write table.md, table.png and example grids."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    from bias.core.distributed import partial_state
+    from bias.experiment.run import precompute, run_classification, run_dir_for, validate
+
+    keep = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") not in TABLE_KEYS
+            and not o.lstrip("+~").startswith(("transform=", "transform.", "seeds=", "seed=", "out="))]
+    seeds = list(cfg.seeds) if cfg.get("seeds") else [int(cfg.seed)]
+    specs = [parse_row(s) for s in OmegaConf.to_container(cfg.rows, resolve=True)]
+    configs = []
+    for name, params in specs:  # validate every row before training any
+        model = [f"model={params.pop('model')}"] if "model" in params else []  # e.g. vectors need model=mlp
+        sub = compose(config_name="classify", overrides=[*keep, f"transform={name}", *model,
+                                                         *(f"transform.{k}={v}" for k, v in params.items())])
+        configs.append((row_label(name, params), sub, validate(sub)))
+    rows = []
+    for label, sub, transform in configs:
+        runs, dirs = [], []
+        for s in seeds:
+            sub.seed = s
+            runs.append(run_classification(sub, transform))
+            dirs.append(run_dir_for(sub, s))
+        rows.append(make_row(label, runs, dirs))
+    out = Path(cfg.table_out) if cfg.get("table_out") else Path("runs") / str(cfg.data.name) / f"table-{cfg.recipe.name}"
+    state = partial_state()
+    md, png = out / "table.md", out / "table.png"
+    if state.is_main_process:
+        md, png = write_table(rows, out, f"Bias table: {cfg.data.name}, recipe {cfg.recipe.name}",
+                              len(runs[0]["datasets"]))
+    if cfg.get("examples"):
+        from bias.experiment.examples import example_grid
+
+        samples = example_samples(cfg, int(cfg.examples))
+        paths = {name: p for name, (p, _) in samples.items()}
+        for label, sub, t in configs:
+            stored = None
+            if t.kind == "precomputed":  # every process takes part; outputs come from the store
+                report = precompute(t, [p for ps in paths.values() for p in ps],
+                                    np.concatenate([h for _, h in samples.values()]), sub, state)
+                stored = {name: [str(x) for x in report.read_paths(h)] for name, (_, h) in samples.items()}
+            if state.is_main_process:
+                example_grid(t, paths, out / "examples" / f"{label.replace(' ', '_')}.png",
+                             size=int(sub.recipe.image_size), resize_shorter=sub.data.get("resize_shorter"),
+                             stored=stored)
+    if not state.is_main_process:
+        return md, png
+    print(f"table: {md}\nfigure: {png}")
+    return md, png

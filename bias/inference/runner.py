@@ -1,0 +1,380 @@
+"""The batched runner: one code path for every precomputed transform, classical or neural.
+
+For the distinct source contents of a split (SHA-1s from the index), sharded across processes:
+
+1. what is already stored and intact is skipped (`OutputStore.stored`: a missing or corrupt
+   image output is recomputed from its source and counted as *repaired*, apart from broken
+   sources);
+2. a DataLoader over this rank's pending sources decodes each one and runs the model's
+   `preprocess` in worker processes (CPU-only transforms do all their work there, so they use
+   every core); batches are collated by the model, pinned when a GPU is used;
+3. the main thread moves each batch to the device and runs `forward` under `torch.inference_mode`
+   and autocast (fp16/bf16 on GPU, fp32 on CPU); on a CUDA out-of-memory error the batch is
+   split in halves and retried, and later batches are cut to the size that fitted;
+4. `postprocess` turns the outputs into one {output: value} per item, which a writer thread
+   stores (PNG encoding and file writes overlap the next batch);
+5. every process writes its part files; the main process merges them and writes `manifest.json`.
+
+The model is loaded once per process, only when something is pending, and freed at the end,
+before training starts. Failures are never replaced: each is listed with its reason and stage
+(`transform`: the source does not decode; `preprocess`, `forward`, `postprocess`, `store`: the
+model or its outputs failed on it).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bias.core.io import write_json
+from bias.core.parallel import default_workers
+from bias.core.progress import progress_bar
+from bias.core.strings import StringColumn, as_string_column, sha1_array
+from bias.data.images import ImageDecodeError
+from bias.data.sources import load_image
+from bias.inference.store import OutputSpec, OutputStore
+
+
+class BatchModel(Protocol):
+    """What the runner needs of a transform (see `transforms.base.Transform`)."""
+
+    name: str
+    outputs: Mapping[str, OutputSpec]
+    batch_size: int
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> None: ...
+    def unload(self) -> None: ...
+    def runtime_device(self) -> str: ...
+    def runtime_dtype(self, device: torch.device) -> torch.dtype: ...
+    def preprocess(self, image: np.ndarray) -> Any: ...
+    def collate(self, items: Sequence[Any]) -> Any: ...
+    def forward(self, batch: Any) -> Any: ...
+    def postprocess(self, outputs: Any, batch: Any) -> list[dict[str, Any]]: ...
+
+
+#: below this many pending sources the runner works in its own process (starting workers costs ~1 s)
+MIN_ITEMS_FOR_WORKERS = 64
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the process's GPU if there is one (its local rank under a launcher), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@dataclass
+class RunReport:
+    store: OutputStore
+    computed: int
+    reused: int
+    repaired: int
+    failed: list[dict[str, str]] = field(default_factory=list)
+    ranks: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+    def read_paths(self, sha1s: np.ndarray) -> StringColumn:
+        """Where the image output of every digest is stored (`<folder>/<sha[:2]>/<sha>.png`)."""
+        return self.store.image_paths(sha1s)
+
+
+@dataclass
+class _Failure:
+    sha1: str
+    path: str
+    reason: str
+    stage: str
+
+
+class _Pending(Dataset):
+    """Decode + `preprocess` of the pending sources (runs in DataLoader workers)."""
+
+    def __init__(self, model: BatchModel, paths: StringColumn, sha1s: np.ndarray, resize_shorter: int | None) -> None:
+        self.model, self.paths, self.sha1s, self.resize_shorter = model, paths, sha1s, resize_shorter
+
+    def __len__(self) -> int:
+        return len(self.sha1s)
+
+    def __getitem__(self, i: int) -> tuple[str, str, Any]:
+        sha, path = self.sha1s[i].decode("ascii"), self.paths[i]
+        try:
+            image = load_image(path, resize_shorter=self.resize_shorter)
+        except ImageDecodeError as err:
+            return sha, path, _Failure(sha, path, err.reason, "transform")
+        try:
+            return sha, path, self.model.preprocess(image)
+        except Exception as err:  # noqa: BLE001  (one bad input must not end the run: it is listed)
+            return sha, path, _Failure(sha, path, f"{type(err).__name__}: {err}", "preprocess")
+
+
+class _Collate:
+    """Keeps failed items out of the model's batch (picklable, for worker processes)."""
+
+    def __init__(self, model: BatchModel) -> None:
+        self.model = model
+
+    def __call__(self, items: Sequence[tuple[str, str, Any]]) -> tuple[list[tuple[str, str]], Any, list[_Failure]]:
+        good = [(s, p, x) for s, p, x in items if not isinstance(x, _Failure)]
+        failed = [x for _, _, x in items if isinstance(x, _Failure)]
+        keys = [(s, p) for s, p, _ in good]
+        return keys, (self.model.collate([x for _, _, x in good]) if good else None), failed
+
+
+def _worker_init(_: int) -> None:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)  # one process per core: no nested thread pools
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """Cut a batch (tensor, list, tuple or mapping of those, split along the first axis) into `parts` pieces."""
+    if isinstance(batch, torch.Tensor):
+        return list(torch.tensor_split(batch, parts))
+    if isinstance(batch, Mapping):
+        cut = {k: split_batch(v, parts) for k, v in batch.items()}
+        return [{k: v[i] for k, v in cut.items()} for i in range(parts)]
+    if isinstance(batch, tuple):
+        cut = [split_batch(v, parts) for v in batch]
+        return [tuple(c[i] for c in cut) for i in range(parts)]
+    if isinstance(batch, list):
+        bounds = np.linspace(0, len(batch), parts + 1).astype(int)
+        return [batch[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__}; return tensors, lists or dicts of them")
+
+
+def batch_len(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        return batch_len(next(iter(batch.values())))
+    if isinstance(batch, tuple):
+        return batch_len(batch[0])
+    return len(batch)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(to_device(v, device) for v in batch)
+    return batch
+
+
+class _Forward:
+    """`model.forward` with out-of-memory backoff: a batch that does not fit is halved until it does."""
+
+    def __init__(self, model: BatchModel, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+        self.limit: int | None = None  # largest batch known to fit after an out-of-memory error
+        self.retries = 0
+
+    def __call__(self, batch: Any) -> list[tuple[Any, Any]]:
+        """[(outputs, batch piece)] covering the batch in order."""
+        n = batch_len(batch)
+        if self.limit is not None and n > self.limit:
+            pieces = split_batch(batch, -(-n // self.limit))
+            return [r for p in pieces for r in self(p)]
+        try:
+            return [(self._run(batch), batch)]
+        except Exception as err:
+            if not is_out_of_memory(err) or n <= 1:
+                raise
+        self.retries += 1
+        self.limit = max(1, n // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return [r for p in split_batch(batch, 2) for r in self(p)]
+
+    def _run(self, batch: Any) -> Any:
+        on_device = to_device(batch, self.device)
+        autocast = self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            return self.model.forward(on_device)
+
+
+class _Writer(threading.Thread):
+    """Stores postprocessed items off the main thread; errors are recorded per item."""
+
+    def __init__(self, store: OutputStore) -> None:
+        super().__init__(daemon=True, name="output-writer")
+        self.writer = store.writer()
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.stored: set[str] = set()
+        self.failures: list[dict[str, str]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            for (sha, path), outputs in job:
+                try:
+                    self.writer.put(sha, outputs)
+                    self.stored.add(sha)
+                except (OSError, ValueError) as err:
+                    self.writer.fail(sha, f"{type(err).__name__}: {err}", "store")
+                    self.failures.append({"path": path, "reason": f"{type(err).__name__}: {err}", "stage": "store"})
+                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
+                    self.error = err
+                    return
+
+    def submit(self, items: list[tuple[tuple[str, str], dict[str, Any]]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(items)
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+        self.writer.close()
+
+
+def _rank_slice(n: int, rank: int, world: int) -> slice:
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def run_batched(
+    model: BatchModel,
+    paths: Sequence[str],
+    sha1s: Sequence[str] | np.ndarray,
+    store: OutputStore,
+    *,
+    resize_shorter: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    gather: Callable[[Any], list[Any]] | None = None,
+    num_workers: int | None = None,
+    verify: bool = True,
+    show_progress: bool = True,
+    manifest: Mapping[str, Any] | None = None,
+) -> RunReport:
+    """Compute and store `model`'s outputs for every distinct source; see the module docstring.
+
+    `paths[i]` is read for digest `sha1s[i]` (duplicates are computed once). `barrier` and `gather`
+    (e.g. accelerate's `wait_for_everyone` and `gather_object`) connect the processes; `gather(x)`
+    returns every rank's `x`. `num_workers`: DataLoader workers (default: one per core, up to 8).
+    `manifest` adds fields to `manifest.json` (the transform's parameters, say).
+    """
+    gather = gather or (lambda obj: [obj])
+    paths, sha1s = as_string_column(paths), sha1_array(sha1s)
+    hashes, first = np.unique(sha1s, return_index=True)  # sorted distinct digests, first path holding each
+    mine = _rank_slice(len(hashes), rank, world_size)
+    mine_hashes, mine_paths = hashes[mine], paths[first[mine]]
+    ok, damaged = store.stored(mine_hashes, verify=verify)
+    pending = np.flatnonzero(~ok)
+    counts = {"rank": rank, "reused": int(ok.sum()), "computed": 0, "repaired": 0, "failed": 0, "oom_retries": 0}
+    failures: list[dict[str, str]] = []
+    start = time.time()
+    if len(pending):
+        failures, counts = _compute(model, mine_paths[pending], mine_hashes[pending], damaged[pending], store,
+                                    resize_shorter, num_workers, show_progress, counts)
+    counts["seconds"] = round(time.time() - start, 2)
+    if barrier is not None:
+        barrier()
+    ranks = gather(counts)
+    all_failed = [f for part in gather(failures) for f in part]
+    totals = {k: sum(int(r[k]) for r in ranks) for k in ("computed", "reused", "repaired", "failed")}
+    if rank == 0:
+        store.merge()
+        write_json({"transform": model.name, "outputs": {k: v.kind for k, v in store.outputs.items()},
+                    **dict(manifest or {}), "resize_shorter": resize_shorter, "n_unique": int(len(hashes)),
+                    **totals, "ranks": ranks, "failed": all_failed}, store.folder / "manifest.json")
+    if barrier is not None:
+        barrier()
+    return RunReport(store, totals["computed"], totals["reused"], totals["repaired"], all_failed, ranks)
+
+
+def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged: np.ndarray, store: OutputStore,
+             resize_shorter: int | None, num_workers: int | None, show_progress: bool,
+             counts: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    device = resolve_device(model.runtime_device())
+    dtype = model.runtime_dtype(device)
+    workers = default_workers(num_workers) if len(hashes) >= MIN_ITEMS_FOR_WORKERS else 0  # start-up costs more
+    loader = DataLoader(_Pending(model, paths, hashes, resize_shorter), batch_size=max(1, int(model.batch_size)),
+                        shuffle=False, num_workers=workers, collate_fn=_Collate(model),
+                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    batches = iter(loader)  # start the workers before the model is loaded: they never hold its weights
+    model.load(device, dtype)
+    forward = _Forward(model, device, dtype)
+    writer = _Writer(store)
+    writer.start()
+    failures: list[dict[str, str]] = []
+    repaired_shas = {h.decode("ascii") for h in hashes[damaged]}
+
+    def failed(sha: str, path: str, reason: str, stage: str) -> None:
+        writer.writer.fail(sha, reason, stage)
+        failures.append({"path": path, "reason": reason, "stage": stage})
+
+    try:
+        bar = progress_bar(total=len(hashes), desc=f"{model.name}", unit="img", disable=not show_progress)
+        for keys, batch, bad in batches:
+            for f in bad:
+                failed(f.sha1, f.path, f.reason, f.stage)
+            if keys:
+                try:
+                    pieces = forward(batch)
+                except Exception as err:
+                    if is_out_of_memory(err):
+                        raise
+                    for sha, path in keys:
+                        failed(sha, path, f"{type(err).__name__}: {err}", "forward")
+                    pieces = []
+                done = 0
+                for out, piece in pieces:
+                    n = batch_len(piece)
+                    these = keys[done:done + n]
+                    done += n
+                    try:
+                        items = model.postprocess(out, piece)
+                        if len(items) != n:
+                            raise ValueError(f"postprocess returned {len(items)} items for a batch of {n}")
+                    except Exception as err:  # noqa: BLE001  (listed per item, the run goes on)
+                        for sha, path in these:
+                            failed(sha, path, f"{type(err).__name__}: {err}", "postprocess")
+                        continue
+                    writer.submit(list(zip(these, items)))
+            bar.update(len(keys) + len(bad))
+        bar.close()
+    finally:
+        writer.finish()
+        model.unload()
+        del batches, loader
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    failures += writer.failures
+    counts.update(computed=len(writer.stored), repaired=len(repaired_shas & writer.stored), failed=len(failures),
+                  oom_retries=forward.retries)
+    return failures, counts

@@ -1,0 +1,121 @@
+"""The torch side of the data: datasets that never substitute a sample, seeded per item.
+
+Every random choice of the pipeline (crop, flip, RandAugment, per-sample permutations) is
+seeded from (run seed, epoch, sample index), so results do not depend on the number of
+worker processes, the number of ranks, or on whether training was resumed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from bias.core.seeding import item_seed
+from bias.core.strings import as_string_column
+from bias.data.images import ImageDecodeError
+from bias.data.sources import load_image
+from transforms.base import Transform
+
+SEED_SALT_TRAIN = 1
+SEED_SALT_VAL = 2
+
+
+class EpochSampler(Sampler):
+    """Yields `(index, epoch)` pairs: a fresh seeded permutation each epoch (or the plain order).
+
+    Handing the epoch to the dataset with every index keeps augmentation seeds right even with
+    persistent workers, which never see `set_epoch` on the dataset.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else range(self.n)
+        for i in order:
+            yield int(i), self.epoch
+
+
+class ImageDataset(Dataset):
+    """Reads `read_paths[i]` (a file, a shard member, or its precomputed transform), labels it `labels[i]`.
+
+    Per sample: decode -> image-stage transform -> augmentation to a [0, 1] tensor ->
+    tensor-stage transform -> the group's normalisation.
+
+    A file that fails to load comes back as `ok=False` with its reason and a zero image; the
+    collate function keeps it out of the loss and the metrics, and the trainer reports it.
+    """
+
+    def __init__(
+        self,
+        read_paths: Sequence[str],
+        labels: Sequence[int],
+        augment: Callable[[Image.Image], torch.Tensor],
+        transform: Transform | None,
+        seed: int,
+        salt: int,
+        image_size: int,
+        resize_shorter: int | None = None,
+        report_paths: Sequence[str] | None = None,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        # packed, not a list of str: forked loader workers would otherwise copy them page by page
+        self.read_paths = as_string_column(read_paths)
+        self.report_paths = self.read_paths if report_paths is None else as_string_column(report_paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.augment, self.transform, self.normalize = augment, transform, normalize
+        self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter
+        self.vector = transform is not None and transform.output == "vector"
+        self.placeholder_shape = (transform.vector_size(),) if self.vector else (3, image_size, image_size)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        s = item_seed(self.seed, self.salt, epoch, index)
+        random.seed(s)
+        torch.default_generator.manual_seed(s)  # CPU only: torch.manual_seed also queues CUDA seeding (slow)
+        generator = torch.Generator().manual_seed(s)
+        item = {"label": int(self.labels[index]), "index": index, "ok": True, "reason": "",
+                "path": self.report_paths[index]}
+        try:
+            image = load_image(self.read_paths[index], resize_shorter=self.resize_shorter)
+        except ImageDecodeError as err:
+            item.update(ok=False, reason=err.reason, image=torch.zeros(self.placeholder_shape))
+            return item
+        t = self.transform
+        if self.vector:
+            item["image"] = torch.from_numpy(np.ascontiguousarray(t.apply_image(image), dtype=np.float32))
+            return item
+        if t is not None and t.kind == "online" and t.has_image_stage:
+            image = t.apply_image(image)
+        x = self.augment(Image.fromarray(image))
+        if t is not None and t.has_tensor_stage:
+            x = t.apply_tensor(x, generator)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        item["image"] = x
+        return item
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([b["image"] for b in batch]),
+        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
+        "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),
+        "failed": [{"path": b["path"], "reason": b["reason"]} for b in batch if not b["ok"]],
+    }

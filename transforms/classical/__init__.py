@@ -1,0 +1,1 @@
+"""Transforms without learned weights: colour, frequency filters, shuffles, edges, HOG, SIFT."""

@@ -1,0 +1,1 @@
+"""Transforms that run a neural network through `bias.inference` (segmentation, depth, detection, ...)."""
