@@ -6,7 +6,7 @@
 The real sets are rebuilt from registry packages by `benchmarks/real_sets.py` (photos saved two
 ways, icon themes, fonts: the difference between their datasets is known by construction). Each
 (set or planted preset, recipe) is one `scripts/classify.py` run per seed, with its baselines
-(linear probes on the same split and eval view, `bias.baselines`) and its verdict; finished runs
+(linear probes on the same split and eval view, `bias.experiment.baselines`) and its verdict; finished runs
 are reused. The table compares each recipe's mean accuracy over seeds with the best probe: the
 target is "at least the best probe minus 2 points".
 
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(REAL_SETS))
     ap.add_argument("--planted", default=",".join(PLANTED), help="planted presets ('' for none)")
     ap.add_argument("--no-planted", action="store_true")
+    ap.add_argument("--planted-before", action="store_true",
+                    help="also run the before recipe on the planted presets (their before is the known-answer table)")
     ap.add_argument("--before", default="cpu_convnext", help="the recipe before ('' for none)")
     ap.add_argument("--before-seeds", default="0")
     ap.add_argument("--after", default="cpu", help="the recipe under test")
@@ -90,14 +92,16 @@ def main() -> None:
         paths = "{" + ", ".join(f"{d}: {args.sets_dir / s / d}" for d in meta["datasets"]) + "}"
         jobs.append((s, meta["difference"], ["data=folders", f"data.paths={paths}", f"data.name={s}",
                                              f"data.per_dataset={args.per_dataset}",
-                                             f"data.val_per_dataset={args.val_per_dataset}"]))
+                                             f"data.val_per_dataset={args.val_per_dataset}"], False))
     for p in planted:
-        jobs.append((p, "planted (synthetic) preset, default budget", [f"data={p}"]))
+        jobs.append((p, "planted (synthetic) preset, default budget", [f"data={p}"], not args.planted_before))
 
     rows = []
-    for name, difference, data_args in jobs:
+    for name, difference, data_args, after_only in jobs:
         row = {"set": name, "difference": difference, "recipes": {}}
         for recipe, recipe_seeds in recipes.items():
+            if after_only and recipe != args.after:
+                continue
             out = args.out / name / recipe
             wall = classify(data_args, recipe, recipe_seeds, out, args.out / "logs" / f"{name}-{recipe}.log")
             row["recipes"][recipe] = collect(out, recipe_seeds) | {"command_wall_s": wall}
@@ -124,7 +128,8 @@ def table(rows: list[dict], recipes: dict[str, list[int]]) -> str:
         a = row["recipes"][after]
         best = max(a["probes"].values()) if a["probes"] else float("nan")
         cells = [row["set"], row["difference"], f"{a['n_train']} / {a['n_val']}", f"{100 * a['chance']:.1f}"]
-        cells += [f"{100 * row['recipes'][r]['accuracy']:.1f} +- {100 * row['recipes'][r]['std']:.1f}" for r in recipes]
+        cells += [f"{100 * row['recipes'][r]['accuracy']:.1f} +- {100 * row['recipes'][r]['std']:.1f}"
+                  if r in row["recipes"] else "-" for r in recipes]
         cells += [f"{100 * a['probes'].get('pixels', float('nan')):.1f}",
                   f"{100 * a['probes'].get('colour_hist', float('nan')):.1f}",
                   f"{100 * (best - TARGET_GAP):.1f}", "yes" if a["accuracy"] >= best - TARGET_GAP else "**no**",
