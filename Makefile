@@ -14,7 +14,7 @@ ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 -
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,neural]'
 	touch $(STAMP)
 
 install: $(STAMP)
