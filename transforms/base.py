@@ -123,6 +123,13 @@ class Transform:
         """
         return x
 
+    def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
+        """Fail before any work if something the transform needs is missing (a model's weights).
+
+        Raises `bias.core.errors.MissingModelError` naming what to download and where; called by
+        `validate` before indexing, precompute or training start.
+        """
+
     # --- the runner's contract (precomputed transforms) --------------------------------------------
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         """Create heavy state (model weights) once per process; keep it in `_` attributes."""
@@ -213,6 +220,9 @@ class ModelTransform(Transform):
     def model_identity(self) -> dict[str, Any] | None:
         source = self.weight_source()
         return {"random_init": True} if source is None else source.identity()
+
+    def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
+        self.weight_path(cache_root)  # resolves (and verifies) the weights, or raises MissingModelError
 
     # --- device and dtype -------------------------------------------------------------------------------
     def runtime_device(self) -> str:

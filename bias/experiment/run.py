@@ -111,6 +111,7 @@ def validate(cfg: DictConfig) -> Transform:
         source.check()
     BaselineOptions.from_config(_plain(cfg.get("baselines")))
     VerdictOptions.from_config(_plain(cfg.get("verdict")))
+    transform.check_ready(cfg.cache_dir)  # missing model weights fail here, before any work
     return transform
 
 
