@@ -218,7 +218,7 @@ def test_hf_offline_with_empty_cache_says_what_to_do(offline_hf, filename):
     with pytest.raises(MissingModelError) as missing:
         source.resolve()
     message = str(missing.value)
-    assert "huggingface-cli download some-org/tiny-model" in message and "--revision v1.0" in message
+    assert "`hf download some-org/tiny-model" in message and "--revision v1.0" in message
     assert str(offline_hf / "models--some-org--tiny-model") in message
 
 

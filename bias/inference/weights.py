@@ -293,7 +293,7 @@ class WeightSource:
             raise MissingModelError(
                 f"weights: the hub has no {what}revision {self.revision!r} of {self.hf!r} "
                 f"({type(error).__name__}); check the id, revision and filename (private or gated repositories "
-                "need `huggingface-cli login` or HF_TOKEN)") from error
+                "need `hf auth login` or HF_TOKEN)") from error
 
     def _hf_missing_message(self, cache_dir: Path, offline: bool) -> str:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
@@ -301,7 +301,8 @@ class WeightSource:
         what = f"{self.hf!r} (revision {self.revision!r}{f', file {self.filename!r}' if self.filename else ''})"
         folder = "models--" + self.hf.replace("/", "--")
         return (f"weights: Hugging Face model {what} is not in the local cache {cache_dir} and {why}. On a machine "
-                f"with internet run `huggingface-cli download {self.hf}{file} --revision {self.revision}`, then "
+                f"with internet run `hf download {self.hf}{file} --revision {self.revision}` (huggingface_hub's "
+                "command line; `huggingface-cli download` before version 1.0), then "
                 f"copy its cache folder {folder} (from $HF_HOME/hub there, ~/.cache/huggingface/hub by default) "
                 f"to {cache_dir / folder} here; or add `--local-dir DIR`, copy DIR here and pass it as a local "
                 "path (weights={local: DIR})")
