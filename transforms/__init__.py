@@ -10,3 +10,4 @@ from transforms.registry import create_transform, get_transform_class, list_tran
 __all__ = ["Transform", "create_transform", "get_transform_class", "list_transforms", "register_transform"]
 
 from transforms.classical import colour, colour_hist, edges, frequency, hog, shuffle, sift  # noqa: E402, F401, I001
+from transforms import neural  # noqa: E402, F401, I001
