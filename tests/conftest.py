@@ -52,11 +52,12 @@ def paths_override(folders: dict[str, Path]) -> str:
 
 
 def run_cli(script: str, *overrides: str, env: dict[str, str] | None = None, launcher: list[str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+            check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a script (its name in scripts/, or a path under the repository) in `cwd` (default: the repository)."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     path = ROOT / script if "/" in script else ROOT / "scripts" / script  # tests/helpers/x.py or a script name
     cmd = (launcher or [sys.executable]) + [str(path), *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

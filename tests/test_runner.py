@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from bias.data.images import file_sha1
-from bias.inference.runner import run_batched, split_batch
+from bias.inference.runner import RunTimings, run_batched, split_batch
 from bias.inference.store import TEXT, OutputSpec, OutputStore
 from transforms.base import ModelTransform, Transform, output_store
 from transforms.registry import create_transform
@@ -244,3 +245,34 @@ def test_store_keeps_the_latest_computation_of_a_source(tmp_path):
     store.merge()
     rows = store.read_text("caption").to_pylist()
     assert rows == [{"sha1": "a" * 40, "text": "second"}, {"sha1": "b" * 40, "text": ""}]
+
+
+class _SlowPreprocess(MeanColour):
+    """Preprocess sleeps 20 ms per item, forward 10 ms per batch: in one process the loop mostly waits for data."""
+
+    name = "slow_preprocess_test"
+
+    def preprocess(self, image):
+        time.sleep(0.02)
+        return super().preprocess(image)
+
+    def forward(self, batch):
+        time.sleep(0.01)
+        return super().forward(batch)
+
+
+def test_timings_record_every_batch_and_where_the_time_went_without_changing_outputs(tmp_path):
+    paths, shas = _images(tmp_path / "img", 7)
+    seen = []
+    timings = RunTimings(on_batch=seen.append)
+    timed = _run(_SlowPreprocess(batch_size=3), paths, shas, tmp_path / "a", timings=timings)
+    plain = _run(_SlowPreprocess(batch_size=3), paths, shas, tmp_path / "b")
+    assert [b.items for b in timings.batches] == [3, 3, 1] and seen == timings.batches and timings.items() == 7
+    for b in timings.batches:
+        assert b.wait >= 0.02 * b.items * 0.9 and b.forward >= 0.009 and b.postprocess >= 0 and b.submit >= 0
+    assert timings.load >= 0 and timings.finish >= 0
+    assert 0.5 < timings.wait_share() < 1 and timings.wait_share(skip=1) > 0.5  # 20 ms per item vs 10 ms per batch
+    assert timings.loop() == pytest.approx(sum(b.total for b in timings.batches))
+    assert timings.items(skip=1) == 4 and RunTimings().wait_share() == 0.0
+    for s in shas:  # the same outputs with and without timings
+        assert timed.store.image_path(s).read_bytes() == plain.store.image_path(s).read_bytes()

@@ -1,7 +1,9 @@
 """The bias table: classify once per transform (and seed), collect, compare, plot.
 
 Rows are transform names, optionally with parameters: `"patch_shuffle:patch_size=4,mode=fixed"`;
-`model=NAME` in a row picks the classifier (`"color_hist_vector:model=mlp"`).
+`model=NAME` in a row picks the classifier (`"color_hist_vector:model=mlp"`), `recipe=NAME` its recipe
+(`"caption_short:recipe=sentence_t5"`). A text row (a caption transform) gets `examples/<row>.md`, the
+sample images' texts, instead of an image grid.
 Each row is an ordinary classify run in its own run directory, so finished runs are reused and
 an interrupted table resumes where it stopped.
 """
@@ -44,6 +46,37 @@ def parse_row(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def row_label(name: str, params: Mapping[str, Any]) -> str:
     return name if not params else name + " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def override_value(value: Any) -> str:
+    """A row parameter in Hydra's override grammar: null, true/false, numbers, quoted strings, {k: v}, [a, b].
+
+    (`str(value)` would turn None into the string 'None' and a dict into Python's repr, which Hydra cannot read.)
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(override_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def example_file_name(label: str) -> str:
+    """The example grid's file name for a row: the label with spaces as '_', characters unsafe in a file
+    name as '_', and long labels (an `arch` dict, say) cut short with a digest of the whole label."""
+    import hashlib
+    import re
+
+    stem = re.sub(r"[^\w.,=()+\-]", "_", label.replace(" ", "_"))
+    if len(stem) > 100:
+        stem = f"{stem[:80]}-{hashlib.sha1(label.encode()).hexdigest()[:10]}"
+    return f"{stem}.png"
 
 
 @dataclass
@@ -234,8 +267,10 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
     configs = []
     for name, params in specs:  # validate every row before training any
         model = [f"model={params.pop('model')}"] if "model" in params else []  # e.g. vectors need model=mlp
-        sub = compose(config_name="classify", overrides=[*keep, f"transform={name}", *model,
-                                                         *(f"transform.{k}={v}" for k, v in params.items())])
+        recipe = [f"recipe={params.pop('recipe')}"] if "recipe" in params else []  # e.g. recipe=sentence_t5
+        common = [o for o in keep if not (recipe and o.startswith("recipe="))]
+        sub = compose(config_name="classify", overrides=[*common, f"transform={name}", *recipe, *model,
+                                                         *(f"transform.{k}={override_value(v)}" for k, v in params.items())])
         configs.append((row_label(name, params), sub, validate(sub)))
     rows = []
     for label, sub, transform in configs:
@@ -261,9 +296,16 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
             if t.kind == "precomputed":  # every process takes part; outputs come from the store
                 report = precompute(t, [p for ps in paths.values() for p in ps],
                                     np.concatenate([h for _, h in samples.values()]), sub, state)
+                if t.output == "text":  # captions: the sample images' texts, not an image grid
+                    if state.is_main_process:
+                        from bias.experiment.text import write_text_examples
+
+                        write_text_examples(report.store, samples,
+                                            out / "examples" / example_file_name(label).replace(".png", ".md"), label)
+                    continue
                 stored = {name: [str(x) for x in report.read_paths(h)] for name, (_, h) in samples.items()}
             if state.is_main_process:
-                example_grid(t, paths, out / "examples" / f"{label.replace(' ', '_')}.png",
+                example_grid(t, paths, out / "examples" / example_file_name(label),
                              size=int(sub.recipe.image_size), resize_shorter=sub.data.get("resize_shorter"),
                              stored=stored)
     if not state.is_main_process:

@@ -13,7 +13,14 @@ For the distinct source contents of a split (SHA-1s from the index), sharded acr
    split in halves and retried, and later batches are cut to the size that fitted;
 4. `postprocess` turns the outputs into one {output: value} per item, which a writer thread
    stores (PNG encoding and file writes overlap the next batch);
-5. every process writes its part files; the main process merges them and writes `manifest.json`.
+5. every process writes its part files (flushed every `FLUSH_SECONDS` too, so a killed run keeps what
+   it computed); the main process merges them, at the start of a run (what a killed run left) and at
+   its end, and writes `manifest.json`.
+
+`timings=RunTimings()` records where the main thread's time goes, batch by batch (waiting for the
+DataLoader, forward, postprocess, hand-over to the writer): a few clock reads per batch, and on
+CUDA one synchronisation after each forward (which postprocess would wait for anyway), so that the
+forward's time is the device's. Without it nothing is measured. `benchmarks/bench_neural.py` reads it.
 
 The model is loaded once per process, only when something is pending, and freed at the end,
 before training starts. Failures are never replaced: each is listed with its reason and stage
@@ -57,7 +64,7 @@ class BatchModel(Protocol):
     def unload(self) -> None: ...
     def runtime_device(self) -> str: ...
     def runtime_dtype(self, device: torch.device) -> torch.dtype: ...
-    def preprocess(self, image: np.ndarray) -> Any: ...
+    def preprocess(self, image: np.ndarray) -> Any: ...  # (image, sha1=...) with `preprocess_takes_sha1 = True`
     def collate(self, items: Sequence[Any]) -> Any: ...
     def forward(self, batch: Any) -> Any: ...
     def postprocess(self, outputs: Any, batch: Any) -> list[dict[str, Any]]: ...
@@ -99,6 +106,47 @@ class RunReport:
 
 
 @dataclass
+class BatchTiming:
+    """One batch of the main loop, in seconds (`time.perf_counter`)."""
+
+    items: int  # items the DataLoader delivered (failed ones included)
+    wait: float  # blocked on the DataLoader for this batch: the forward pass waiting for data
+    forward: float  # `_Forward` (to the device, the model, out-of-memory retries), synchronised on CUDA
+    postprocess: float
+    submit: float  # handing the outputs to the writer thread (blocks while its queue is full)
+
+    @property
+    def total(self) -> float:
+        return self.wait + self.forward + self.postprocess + self.submit
+
+
+@dataclass
+class RunTimings:
+    """Where the main thread's time goes in `run_batched(..., timings=RunTimings())`; filled in place.
+
+    `load`: `model.load`; `batches`: one `BatchTiming` per batch, in order (`on_batch`, if set, is
+    called with each as it completes); `finish`: draining the writer and unloading at the end.
+    """
+
+    load: float = 0.0
+    finish: float = 0.0
+    batches: list[BatchTiming] = field(default_factory=list)
+    on_batch: Callable[[BatchTiming], None] | None = None
+
+    def loop(self, skip: int = 0) -> float:
+        """Wall time of the main loop (seconds), leaving out the first `skip` batches."""
+        return sum(b.total for b in self.batches[skip:])
+
+    def wait_share(self, skip: int = 0) -> float:
+        """Share of the loop's wall time spent waiting for data (0 when there were no batches)."""
+        total = self.loop(skip)
+        return sum(b.wait for b in self.batches[skip:]) / total if total > 0 else 0.0
+
+    def items(self, skip: int = 0) -> int:
+        return sum(b.items for b in self.batches[skip:])
+
+
+@dataclass
 class _Failure:
     sha1: str
     path: str
@@ -111,6 +159,7 @@ class _Pending(Dataset):
 
     def __init__(self, model: BatchModel, paths: StringColumn, sha1s: np.ndarray, resize_shorter: int | None) -> None:
         self.model, self.paths, self.sha1s, self.resize_shorter = model, paths, sha1s, resize_shorter
+        self.keyed = bool(getattr(model, "preprocess_takes_sha1", False))
 
     def __len__(self) -> int:
         return len(self.sha1s)
@@ -122,6 +171,8 @@ class _Pending(Dataset):
         except ImageDecodeError as err:
             return sha, path, _Failure(sha, path, err.reason, "transform")
         try:
+            if self.keyed:
+                return sha, path, self.model.preprocess(image, sha1=sha)
             return sha, path, self.model.preprocess(image)
         except Exception as err:  # noqa: BLE001  (one bad input must not end the run: it is listed)
             return sha, path, _Failure(sha, path, f"{type(err).__name__}: {err}", "preprocess")
@@ -217,22 +268,37 @@ class _Forward:
             return self.model.forward(on_device)
 
 
+#: the writer thread flushes what it holds as part files at least this often (seconds): a killed run keeps
+#: what it computed up to then, and the next run reuses it (slow model transforms run for days)
+FLUSH_SECONDS = 60.0
+
+
 class _Writer(threading.Thread):
-    """Stores postprocessed items off the main thread; errors are recorded per item."""
+    """Stores postprocessed items off the main thread; errors are recorded per item; flushes every
+    `FLUSH_SECONDS` (as it is when the writer is made)."""
 
     def __init__(self, store: OutputStore) -> None:
         super().__init__(daemon=True, name="output-writer")
         self.writer = store.writer()
+        self.flush_seconds = FLUSH_SECONDS
         self.queue: queue.Queue = queue.Queue(maxsize=8)
         self.stored: set[str] = set()
         self.failures: list[dict[str, str]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        flushed = time.monotonic()
         while True:
             job = self.queue.get()
             if job is None:
                 return
+            if time.monotonic() - flushed >= self.flush_seconds:
+                try:
+                    self.writer.flush()
+                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
+                    self.error = err
+                    return
+                flushed = time.monotonic()
             for (sha, path), outputs in job:
                 try:
                     self.writer.put(sha, outputs)
@@ -278,19 +344,25 @@ def run_batched(
     verify: bool = True,
     show_progress: bool = True,
     manifest: Mapping[str, Any] | None = None,
+    timings: RunTimings | None = None,
 ) -> RunReport:
     """Compute and store `model`'s outputs for every distinct source; see the module docstring.
 
     `paths[i]` is read for digest `sha1s[i]` (duplicates are computed once). `barrier` and `gather`
     (e.g. accelerate's `wait_for_everyone` and `gather_object`) connect the processes; `gather(x)`
     returns every rank's `x`. `num_workers`: DataLoader workers (default: one per core, up to 8).
-    `manifest` adds fields to `manifest.json` (the transform's parameters, say).
+    `manifest` adds fields to `manifest.json` (the transform's parameters, say). `timings`: a
+    `RunTimings` to fill with this rank's main-loop timings (nothing is recorded without one).
     """
     gather = gather or (lambda obj: [obj])
     paths, sha1s = as_string_column(paths), sha1_array(sha1s)
     hashes, first = np.unique(sha1s, return_index=True)  # sorted distinct digests, first path holding each
     mine = _rank_slice(len(hashes), rank, world_size)
     mine_hashes, mine_paths = hashes[mine], paths[first[mine]]
+    if rank == 0:
+        store.merge()  # what a killed run flushed (part files) is reused below, not recomputed
+    if barrier is not None:
+        barrier()
     ok, damaged = store.stored(mine_hashes, verify=verify)
     pending = np.flatnonzero(~ok)
     counts = {"rank": rank, "reused": int(ok.sum()), "computed": 0, "repaired": 0, "failed": 0, "oom_retries": 0}
@@ -298,7 +370,7 @@ def run_batched(
     start = time.time()
     if len(pending):
         failures, counts = _compute(model, mine_paths[pending], mine_hashes[pending], damaged[pending], store,
-                                    resize_shorter, num_workers, show_progress, counts)
+                                    resize_shorter, num_workers, show_progress, counts, timings)
     counts["seconds"] = round(time.time() - start, 2)
     if barrier is not None:
         barrier()
@@ -317,7 +389,7 @@ def run_batched(
 
 def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged: np.ndarray, store: OutputStore,
              resize_shorter: int | None, num_workers: int | None, show_progress: bool,
-             counts: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+             counts: dict[str, Any], timings: RunTimings | None = None) -> tuple[list[dict[str, str]], dict[str, Any]]:
     device = resolve_device(model.runtime_device())
     dtype = model.runtime_dtype(device)
     workers = default_workers(num_workers) if len(hashes) >= MIN_ITEMS_FOR_WORKERS else 0  # start-up costs more
@@ -326,12 +398,17 @@ def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged
                         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                         persistent_workers=False, prefetch_factor=4 if workers else None)
     batches = iter(loader)  # start the workers before the model is loaded: they never hold its weights
+    clock = time.perf_counter
+    mark = clock()
     model.load(device, dtype)
+    if timings is not None:
+        timings.load = clock() - mark
     forward = _Forward(model, device, dtype)
     writer = _Writer(store)
     writer.start()
     failures: list[dict[str, str]] = []
     repaired_shas = {h.decode("ascii") for h in hashes[damaged]}
+    sync = timings is not None and device.type == "cuda"
 
     def failed(sha: str, path: str, reason: str, stage: str) -> None:
         writer.writer.fail(sha, reason, stage)
@@ -339,23 +416,30 @@ def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged
 
     try:
         bar = progress_bar(total=len(hashes), desc=f"{model.name}", unit="img", disable=not show_progress)
+        mark = clock()
         for keys, batch, bad in batches:
+            got = clock()
+            post = submit = 0.0
             for f in bad:
                 failed(f.sha1, f.path, f.reason, f.stage)
             if keys:
                 try:
                     pieces = forward(batch)
+                    if sync:
+                        torch.cuda.synchronize(device)
                 except Exception as err:
                     if is_out_of_memory(err):
                         raise
                     for sha, path in keys:
                         failed(sha, path, f"{type(err).__name__}: {err}", "forward")
                     pieces = []
+                ran = clock()
                 done = 0
                 for out, piece in pieces:
                     n = batch_len(piece)
                     these = keys[done:done + n]
                     done += n
+                    start_post = clock()
                     try:
                         items = model.postprocess(out, piece)
                         if len(items) != n:
@@ -363,17 +447,32 @@ def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged
                     except Exception as err:  # noqa: BLE001  (listed per item, the run goes on)
                         for sha, path in these:
                             failed(sha, path, f"{type(err).__name__}: {err}", "postprocess")
+                        post += clock() - start_post
                         continue
+                    start_submit = clock()
+                    post += start_submit - start_post
                     writer.submit(list(zip(these, items)))
+                    submit += clock() - start_submit
+            else:
+                ran = got
             bar.update(len(keys) + len(bad))
+            if timings is not None:
+                timing = BatchTiming(len(keys) + len(bad), got - mark, ran - got, post, submit)
+                timings.batches.append(timing)
+                if timings.on_batch is not None:
+                    timings.on_batch(timing)
+            mark = clock()
         bar.close()
     finally:
+        mark = clock()
         writer.finish()
         model.unload()
         del batches, loader
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if timings is not None:
+            timings.finish = clock() - mark
     failures += writer.failures
     counts.update(computed=len(writer.stored), repaired=len(repaired_shas & writer.stored), failed=len(failures),
                   oom_retries=forward.retries)
