@@ -122,6 +122,21 @@ def memorize() -> None:
     _hydra_app("memorize", _memorize)()
 
 
+def _uncon_gen(cfg: Any, callbacks: Sequence[Callable[[str, int], None]] = ()) -> None:
+    from omegaconf import OmegaConf
+
+    from bias.generation.uncon_gen import run_uncon_gen
+
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg))
+    run_uncon_gen(cfg, callbacks=callbacks)
+
+
+def uncon_gen(callbacks: Sequence[Callable[[str, int], None]] = ()) -> None:
+    """`scripts/uncon_gen.py`: train and sample one DiT per dataset; `callbacks(dataset, step)` run after each checkpoint."""
+    _hydra_app("uncon_gen", lambda cfg: _uncon_gen(cfg, callbacks))()
+
+
 transform = _hydra_app("transform", _transform)   # `bias-transform`: fill a precomputed transform's cache
 table = _hydra_app("table", _table)               # `bias-table`: the bias table
 download = _hydra_app("download", _download)      # `bias-download`: seeded URL sample + img2dataset

@@ -20,7 +20,10 @@ class ModelArgumentError(ConfigError, TypeError):
     """`model.kwargs` that the architecture does not take; the message says how to pick a model cleanly."""
 
 
-LOCAL_MODELS = ("mlp",)
+#: classifiers of text (the caption transforms): a fine-tuned sentence encoder, and the frozen-embedding
+#: probe (fitted by `bias.experiment.text`, not trained by the trainer)
+TEXT_MODELS = ("sentence_encoder", "sentence_probe")
+LOCAL_MODELS = ("mlp", *TEXT_MODELS)
 
 
 def check_model_name(name: str) -> None:
@@ -36,7 +39,8 @@ def create_classifier(name: str, num_classes: int, pretrained: bool = False,
                       kwargs: Mapping[str, Any] | None = None, in_features: int | None = None) -> torch.nn.Module:
     """A timm model with a fresh `num_classes` head; `kwargs` override the architecture (depths, dims, ...).
 
-    `mlp` is the classifier of feature-vector transforms and needs `in_features`.
+    `mlp` is the classifier of feature-vector transforms and needs `in_features`; `sentence_encoder` is
+    the fine-tuned text classifier of text transforms (`classifiers.text`, kwargs: weights, max_length).
     """
     check_model_name(name)
     extra = dict(kwargs or {})
@@ -49,6 +53,13 @@ def create_classifier(name: str, num_classes: int, pretrained: bool = False,
         if in_features is None:
             raise ValueError("model=mlp classifies feature vectors: use it with a vector transform (e.g. color_hist_vector)")
         return MLPClassifier(in_features, num_classes, **extra)
+    if name == "sentence_encoder":
+        from classifiers.text import sentence_classifier
+
+        return sentence_classifier(num_classes, **dict(kwargs or {}))
+    if name == "sentence_probe":
+        raise ValueError("model=sentence_probe is a logistic regression on frozen embeddings, fitted by "
+                         "bias.experiment.text, not a network to build")
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)
     except TypeError as err:

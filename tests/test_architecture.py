@@ -17,12 +17,14 @@ LAYERS = [
     ("bias.inference", 2),
     ("transforms", 3),
     ("classifiers", 4),
-    ("bias.experiment", 5), ("memorization", 5),
+    ("bias.experiment", 5), ("bias.generation", 5), ("memorization", 5),
     ("describe", 6),
     ("bias.cli", 7), ("bias", 7),
 ]
 #: the sibling study uses the shared tools, the data layer and the trainer's pieces, nothing else
 MEMORIZATION_MAY_USE = ("bias.core", "bias.configs", "bias.data", "classifiers", "memorization")
+#: the generated-images study (uncon_gen) trains on the data and inference layers, beside the experiment layer
+GENERATION_MAY_USE = ("bias.core", "bias.configs", "bias.data", "bias.inference", "classifiers", "bias.generation")
 
 
 def layer_of(module: str) -> tuple[str, int]:
@@ -80,6 +82,8 @@ def test_every_import_goes_down_or_stays_in_its_layer_package():
                 bad.append(f"{mod} (layer {prefix}) imports {t} (layer {t_prefix})")
             if prefix == "memorization" and not t.startswith(MEMORIZATION_MAY_USE):
                 bad.append(f"{mod} (the sibling study) imports {t}")
+            if prefix == "bias.generation" and not t.startswith(GENERATION_MAY_USE):
+                bad.append(f"{mod} (the generation study) imports {t}")
     assert not bad, "\n".join(bad)
 
 

@@ -23,6 +23,7 @@ The runner's contract for a precomputed transform (`bias.inference.runner.BatchM
 
     load(device, dtype)      heavy state, once per process (a model's weights); classical: nothing
     preprocess(image)        CPU, in DataLoader worker processes; classical transforms do all their work here
+                             (`preprocess(image, sha1=...)` when the class sets `preprocess_takes_sha1`)
     collate(items)           items -> one batch (default: a list; model transforms stack tensors)
     forward(batch)           the model, under inference mode and autocast (GPU: fp16/bf16, CPU: fp32)
     postprocess(out, batch)  -> one {output name: value} per item: "image", and any declared side output
@@ -55,7 +56,9 @@ class Transform:
     augment_group: ClassVar[str] = "a"
     family: ClassVar[str] = "reference"
     #: "image": the classifier sees an image; "vector": `apply_image` returns a 1-D feature
-    #: vector of length `vector_size()`, classified by a small MLP (`model=mlp`).
+    #: vector of length `vector_size()`, classified by a small MLP (`model=mlp`); "text": a precomputed
+    #: transform whose first text output (e.g. a caption) is read back from the cache and classified by a
+    #: text model (`model=minilm_probe`, `recipe=sentence_t5`; `bias.experiment.text`).
     output: ClassVar[str] = "image"
     #: Whether `apply_image` / `apply_tensor` change anything; the pipeline skips the no-ops.
     has_image_stage: ClassVar[bool] = False
@@ -69,6 +72,9 @@ class Transform:
     runtime_params: ClassVar[tuple[str, ...]] = ()
     #: Items per batch in the runner (classical transforms: per DataLoader hand-over).
     batch_size: int = 32
+    #: True: the runner calls `preprocess(image, sha1=...)` with the SHA-1 of the source's bytes, for
+    #: transforms keyed by content (a per-image seed, another transform's stored output of that source).
+    preprocess_takes_sha1: ClassVar[bool] = False
 
     # --- parameters --------------------------------------------------------------------------------
     @classmethod
@@ -122,6 +128,10 @@ class Transform:
         `generator` is seeded per sample and epoch, so random transforms are reproducible.
         """
         return x
+
+    def check_sources(self, sources: Mapping[str, Any]) -> None:
+        """Fail before any work if the transform cannot work on these data sources (name -> `Source`);
+        called by `validate`. Most transforms take any images."""
 
     def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
         """Fail before any work if something the transform needs is missing (a model's weights).

@@ -34,6 +34,10 @@ parameters: each part of the image (`STREAMS`) draws from its own generator seed
 serially, in parallel, in chunks or resumed after an interruption, and changing one axis's
 parameters leaves the random draws of the others alone.
 
+Every image comes with the record of what was drawn in it (`render_scene`: objects with their
+shapes, colours, sizes and positions, the background, overlays, texture, the global colour change),
+stored beside the images; `bias.data.planted_scene` writes ground-truth captions from it.
+
 Rendering one 96x96 image is a few dozen OpenCV drawing calls on uint8 arrays and a handful of
 vectorised numpy operations on float32 ones: about 750-950 images/s on one core including PNG
 encoding (``benchmarks/bench_planted.py``), so the default preset's 3 x 800 images take 3-5 s.
@@ -579,27 +583,35 @@ def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return coords[:, None], coords[None, :]
 
 
-# Backgrounds: (rng, size, axis) -> HxWx3 uint8 RGB.
+# Backgrounds: (rng, size, axis) -> (HxWx3 uint8 RGB, what was drawn: its colours as RGB lists).
+
+Drawn = dict[str, Any]
 
 
-def _background_white(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> np.ndarray:
+def _rgb(color: Any) -> list[int]:
+    """A drawing colour as the RGB whole numbers it is painted with (what a scene record keeps)."""
+    return [int(c) for c in np.asarray(color, dtype=np.float64).astype(np.uint8)]
+
+
+def _background_white(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> tuple[np.ndarray, Drawn]:
     level = rng.uniform(236, 255)
     tint = rng.uniform(-3, 3, size=3)
-    return np.broadcast_to(np.clip(level + tint, 0, 255).astype(np.uint8), (size, size, 3)).copy()
+    color = np.clip(level + tint, 0, 255).astype(np.uint8)
+    return np.broadcast_to(color, (size, size, 3)).copy(), {"rgb": _rgb(color)}
 
 
-def _background_solid(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> np.ndarray:
+def _background_solid(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> tuple[np.ndarray, Drawn]:
     color = _random_color(rng, (0.1, 0.6), (0.35, 0.95))
-    return np.broadcast_to(np.array(color, dtype=np.uint8), (size, size, 3)).copy()
+    return np.broadcast_to(np.array(color, dtype=np.uint8), (size, size, 3)).copy(), {"rgb": _rgb(color)}
 
 
-def _background_gradient(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> np.ndarray:
+def _background_gradient(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> tuple[np.ndarray, Drawn]:
     start = np.array(_random_color(rng, (0.1, 0.7), (0.3, 1.0)), dtype=np.float32)
     end = np.array(_random_color(rng, (0.1, 0.7), (0.3, 1.0)), dtype=np.float32)
     angle = rng.uniform(0, 2 * math.pi)
     rows, cols = _unit_grid(size)
     t = np.clip(0.5 + (cols * math.cos(angle) + rows * math.sin(angle)) * 1.2, 0, 1)[..., None]
-    return (start + t * (end - start)).astype(np.uint8)
+    return (start + t * (end - start)).astype(np.uint8), {"rgb": _rgb(start), "rgb_end": _rgb(end)}
 
 
 def _clutter_rectangle(img: np.ndarray, rng: np.random.Generator, center: np.ndarray, extent: float, color) -> None:
@@ -622,17 +634,18 @@ def _clutter_line(img: np.ndarray, rng: np.random.Generator, center: np.ndarray,
 CLUTTER_ELEMENTS = (_clutter_rectangle, _clutter_ellipse, _clutter_line)
 
 
-def _background_cluttered(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> np.ndarray:
-    img = _background_solid(rng, size, axis)
-    for _ in range(int(rng.integers(axis.clutter_count[0], axis.clutter_count[1] + 1))):
+def _background_cluttered(rng: np.random.Generator, size: int, axis: BackgroundAxis) -> tuple[np.ndarray, Drawn]:
+    img, base = _background_solid(rng, size, axis)
+    count = int(rng.integers(axis.clutter_count[0], axis.clutter_count[1] + 1))
+    for _ in range(count):
         draw = CLUTTER_ELEMENTS[int(rng.integers(len(CLUTTER_ELEMENTS)))]
         center = rng.uniform(0, size, size=2)
         extent = size * math.exp(rng.uniform(math.log(0.06), math.log(0.45)))
         draw(img, rng, center, extent, _random_color(rng, (0.0, 0.5), (0.25, 0.85)))
-    return img
+    return img, {**base, "clutter": count}
 
 
-BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, BackgroundAxis], np.ndarray]] = {
+BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, BackgroundAxis], tuple[np.ndarray, Drawn]]] = {
     "white": _background_white,
     "solid": _background_solid,
     "gradient": _background_gradient,
@@ -648,19 +661,26 @@ def _object_outline(shape: str, rng: np.random.Generator) -> np.ndarray:
     return outline * math.sqrt((math.pi / 4) / area)
 
 
-def _draw_objects(img: np.ndarray, rngs: Mapping[str, np.random.Generator], params: DatasetParams) -> None:
-    """Objects: geometry from the layout stream, class from the shapes stream, fill from the palette one."""
+def _draw_objects(img: np.ndarray, rngs: Mapping[str, np.random.Generator], params: DatasetParams) -> list[Drawn]:
+    """Objects: geometry from the layout stream, class from the shapes stream, fill from the palette one.
+
+    Returns what was drawn, in drawing order (later objects lie on top): shape, fill RGB, size (the
+    diameter of the equal-area disc as a fraction of the image side), centre (x, y as fractions of the
+    side, from the top-left corner) and whether it has an outline.
+    """
     size = img.shape[0]
     layout_rng, shapes_rng, palette_rng = rngs["layout"], rngs["shapes"], rngs["palette"]
     layout, shapes, color = params.layout, params.shapes, params.color
     count = int(layout_rng.integers(layout.count[0], layout.count[1] + 1))
     log_lo, log_hi = math.log(layout.scale[0]), math.log(layout.scale[1])
     line = max(1, round(size / REFERENCE_SIZE))
+    drawn = []
     for _ in range(count):
         diameter = size * math.exp(layout_rng.uniform(log_lo, log_hi))
         angle = layout_rng.uniform(0, 2 * math.pi)
         center = size / 2 + (layout_rng.random(2) - 0.5) * layout.center_spread * size
-        outline = _object_outline(_pick(shapes_rng, shapes.vocabulary), shapes_rng)
+        shape = _pick(shapes_rng, shapes.vocabulary)
+        outline = _object_outline(shape, shapes_rng)
         has_outline = shapes_rng.random() < shapes.outline_prob
         fill = _random_color(palette_rng, color.object_saturation, color.object_value)
         c, s = math.cos(angle), math.sin(angle)
@@ -668,9 +688,13 @@ def _draw_objects(img: np.ndarray, rngs: Mapping[str, np.random.Generator], para
         cv2.fillPoly(img, [points], fill, cv2.LINE_AA, 4)
         if has_outline:
             cv2.polylines(img, [points], True, _contrasting(fill), line, cv2.LINE_AA, 4)
+        drawn.append({"shape": shape, "rgb": _rgb(fill), "size": round(diameter / size, 4),
+                      "center": [round(float(center[0]) / size, 4), round(float(center[1]) / size, 4)],
+                      "outlined": bool(has_outline)})
+    return drawn
 
 
-# Text and graphics. Graphics: (img, rng) -> None, drawn in place.
+# Text and graphics. Graphics: (img, rng) -> what was drawn, drawn in place.
 
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_COMPLEX)
 _CAPITALS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -698,18 +722,19 @@ def _put_text(img: np.ndarray, rng: np.random.Generator, text: str, scale: float
     cv2.putText(img, text, origin, font, scale, color, thickness, cv2.LINE_AA)
 
 
-def _graphic_banner(img: np.ndarray, rng: np.random.Generator) -> None:
+def _graphic_banner(img: np.ndarray, rng: np.random.Generator) -> Drawn:
     size = img.shape[0]
     height = int(size * rng.uniform(0.14, 0.24))
     top = 0 if rng.random() < 0.5 else size - height
     fill = _random_color(rng, (0.6, 1.0), (0.5, 1.0))
     cv2.rectangle(img, (0, top), (size, top + height), fill, -1)
     scale = height / 34 * rng.uniform(0.8, 1.1)
-    _put_text(img, rng, _random_word(rng), scale, _contrasting(fill),
-              (int(size * rng.uniform(0.02, 0.3)), top + int(height * 0.75)))
+    word = _random_word(rng)
+    _put_text(img, rng, word, scale, _contrasting(fill), (int(size * rng.uniform(0.02, 0.3)), top + int(height * 0.75)))
+    return {"side": "top" if top == 0 else "bottom", "rgb": _rgb(fill), "text": word}
 
 
-def _graphic_bar(img: np.ndarray, rng: np.random.Generator) -> None:
+def _graphic_bar(img: np.ndarray, rng: np.random.Generator) -> Drawn:
     size = img.shape[0]
     width = int(size * rng.uniform(0.05, 0.12))
     fill = _random_color(rng, (0.5, 1.0), (0.3, 1.0))
@@ -717,32 +742,37 @@ def _graphic_bar(img: np.ndarray, rng: np.random.Generator) -> None:
     corners = (((0, 0), (width, size)), ((size - width, 0), (size, size)),
                ((0, 0), (size, width)), ((0, size - width), (size, size)))[side]
     cv2.rectangle(img, corners[0], corners[1], fill, -1)
+    return {"side": ("left", "right", "top", "bottom")[side], "rgb": _rgb(fill)}
 
 
-def _graphic_logo(img: np.ndarray, rng: np.random.Generator) -> None:
+def _graphic_logo(img: np.ndarray, rng: np.random.Generator) -> Drawn:
     size = img.shape[0]
     extent = size * rng.uniform(0.14, 0.22)
     margin = size * 0.04 + extent / 2
     center = np.array([margin if rng.random() < 0.5 else size - margin, margin if rng.random() < 0.5 else size - margin])
     fill = _random_color(rng, (0.6, 1.0), (0.4, 1.0))
-    outline = _object_outline("circle" if rng.random() < 0.5 else "square", rng) * extent + center
+    shape = "circle" if rng.random() < 0.5 else "square"
+    outline = _object_outline(shape, rng) * extent + center
     cv2.fillPoly(img, [_fixed(outline)], fill, cv2.LINE_AA, 4)
     letter = _CAPITALS[int(rng.integers(len(_CAPITALS)))]
     scale = extent / 30
     (width, height), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_DUPLEX, scale, 1)
     origin = (int(center[0] - width / 2), int(center[1] + height / 2))
     cv2.putText(img, letter, origin, cv2.FONT_HERSHEY_DUPLEX, scale, _contrasting(fill), 1, cv2.LINE_AA)
+    corner = ("top" if center[1] < size / 2 else "bottom") + (" left" if center[0] < size / 2 else " right")
+    return {"side": corner, "rgb": _rgb(fill), "shape": shape, "text": letter}
 
 
-def _graphic_frame(img: np.ndarray, rng: np.random.Generator) -> None:
+def _graphic_frame(img: np.ndarray, rng: np.random.Generator) -> Drawn:
     size = img.shape[0]
     thickness = int(rng.integers(2, 2 + max(2, size // 24)))
     fill = _random_color(rng, (0.0, 1.0), (0.2, 1.0))
     inset = thickness // 2
     cv2.rectangle(img, (inset, inset), (size - 1 - inset, size - 1 - inset), fill, thickness)
+    return {"rgb": _rgb(fill)}
 
 
-GRAPHICS: dict[str, Callable[[np.ndarray, np.random.Generator], None]] = {
+GRAPHICS: dict[str, Callable[[np.ndarray, np.random.Generator], Drawn]] = {
     "banner": _graphic_banner,
     "bar": _graphic_bar,
     "logo": _graphic_logo,
@@ -750,16 +780,22 @@ GRAPHICS: dict[str, Callable[[np.ndarray, np.random.Generator], None]] = {
 }
 
 
-def _draw_overlays(img: np.ndarray, rng: np.random.Generator, axis: OverlayAxis) -> None:
+def _draw_overlays(img: np.ndarray, rng: np.random.Generator, axis: OverlayAxis) -> Drawn:
+    """Graphics and text; returns {"graphic": null or {kind, side, rgb, ...}, "text": [{text, rgb}, ...]}."""
     # Both decisions are drawn up front so the number of draws does not depend on the outcome.
     has_graphic, has_text = rng.random() < axis.graphic_prob, rng.random() < axis.text_prob
+    drawn: Drawn = {"graphic": None, "text": []}
     if has_graphic:
-        GRAPHICS[_pick(rng, axis.graphics)](img, rng)
+        kind = _pick(rng, axis.graphics)
+        drawn["graphic"] = {"kind": kind, **GRAPHICS[kind](img, rng)}
     if has_text:
         factor = img.shape[0] / REFERENCE_SIZE
         for _ in range(int(rng.integers(axis.text_count[0], axis.text_count[1] + 1))):
             color = _random_color(rng, (0.0, 1.0), (0.0, 1.0))
-            _put_text(img, rng, _random_word(rng), rng.uniform(*axis.text_scale) * factor, color)
+            word = _random_word(rng)
+            _put_text(img, rng, word, rng.uniform(*axis.text_scale) * factor, color)
+            drawn["text"].append({"text": word, "rgb": _rgb(color)})
+    return drawn
 
 
 # Texture: (float32 RGB image, rng, axis) -> image. The additive kinds add the same
@@ -815,8 +851,11 @@ TEXTURES: dict[str, Callable[[np.ndarray, np.random.Generator, TextureAxis], np.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def _apply_color(img: np.ndarray, rng: np.random.Generator, axis: ColorAxis) -> np.ndarray:
-    """Saturation, contrast and shift of `ColorAxis`; `img` holds whole grey levels on entry."""
+def _apply_color(img: np.ndarray, rng: np.random.Generator, axis: ColorAxis) -> tuple[np.ndarray, Drawn]:
+    """Saturation, contrast and shift of `ColorAxis`; `img` holds whole grey levels on entry.
+
+    Returns the image and the change drawn for it (saturation and contrast factors, RGB shift in grey levels).
+    """
     draws = rng.standard_normal(6)  # always six draws, whatever is enabled
     saturation = max(0.0, axis.saturation + draws[0] * axis.saturation_jitter)
     contrast = max(0.0, axis.contrast + draws[1] * axis.contrast_jitter)
@@ -829,7 +868,9 @@ def _apply_color(img: np.ndarray, rng: np.random.Generator, axis: ColorAxis) -> 
         img = gray + saturation * (img - gray)
     if contrast != 1.0:
         img = 127.5 + contrast * (img - 127.5)
-    return img + shift
+    change = {"saturation": round(float(saturation), 4), "contrast": round(float(contrast), 4),
+              "shift": [int(v) for v in shift]}
+    return img + shift, change
 
 
 #: Independent random streams of one image; the position is the last element of the stream's
@@ -848,21 +889,51 @@ def render_image(params: DatasetParams, *, seed: int, dataset: str, index: int, 
     The result depends only on the arguments: each part of the image draws from its own
     generator seeded with ``(seed, crc32(dataset), index, stream)`` (see `STREAMS`).
     """
+    return render_scene(params, seed=seed, dataset=dataset, index=index, size=size)[0]
+
+
+#: Bump when a scene record gains, loses or changes a field (records are rewritten, pixels are not).
+SCENE_VERSION = 1
+
+
+def render_scene(params: DatasetParams, *, seed: int, dataset: str, index: int,
+                 size: int = REFERENCE_SIZE) -> tuple[np.ndarray, dict[str, Any]]:
+    """`render_image` and the record of what was drawn in it (the same draws: recording changes no pixel).
+
+    The record (plain JSON types)::
+
+        dataset, index, size, scene_version, [sha1: of the image file, added when it is written]
+        background  {kind: white | solid | gradient | cluttered, rgb, [rgb_end: gradient], [clutter: count]}
+        objects     [{shape, rgb, size, center: [x, y], outlined}, ...] in drawing order (later on top);
+                    size = diameter of the equal-area disc / image side, center in fractions of the side
+        overlays    {graphic: null | {kind: banner | bar | logo | frame, rgb, [side], [text], [shape]},
+                     text: [{text, rgb}, ...]}
+        texture     none | noise | stripes | blur
+        color       {saturation, contrast, shift: [r, g, b]}: the global change applied after drawing
+
+    Colours are those the parts were drawn with, before texture and the global colour change.
+    `bias.data.planted_scene` writes captions from it.
+    """
     key = _dataset_key(dataset)
     rngs = {stream: np.random.default_rng([seed, key, index, position]) for position, stream in enumerate(STREAMS)}
-    img = BACKGROUNDS[_pick(rngs["background"], params.background.kinds)](rngs["background"], size, params.background)
-    _draw_objects(img, rngs, params)
-    _draw_overlays(img, rngs["overlays"], params.overlays)
+    kind = _pick(rngs["background"], params.background.kinds)
+    img, background = BACKGROUNDS[kind](rngs["background"], size, params.background)
+    objects = _draw_objects(img, rngs, params)
+    overlays = _draw_overlays(img, rngs["overlays"], params.overlays)
     low, high = params.color.scene_range
     scene = img.astype(np.float32)
     if (low, high) != (0.0, 255.0):
         # whole levels again, so that texture (not rounding) is all that differs between datasets
         scene = np.floor(low + scene * ((high - low) / 255.0) + 0.5)
     texture_rng = rngs["texture"]
-    scene = TEXTURES[_pick(texture_rng, params.texture.kinds)](scene, texture_rng, params.texture)
+    texture = _pick(texture_rng, params.texture.kinds)
+    scene = TEXTURES[texture](scene, texture_rng, params.texture)
     scene = np.floor(scene + 0.5)
-    scene = _apply_color(scene, rngs["color"], params.color)
-    return np.clip(np.floor(scene + 0.5), 0, 255).astype(np.uint8)
+    scene, color = _apply_color(scene, rngs["color"], params.color)
+    record = {"dataset": dataset, "index": int(index), "size": int(size), "scene_version": SCENE_VERSION,
+              "background": {"kind": kind, **background}, "objects": objects, "overlays": overlays,
+              "texture": texture, "color": color}
+    return np.clip(np.floor(scene + 0.5), 0, 255).astype(np.uint8), record
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,6 +944,64 @@ def render_image(params: DatasetParams, *, seed: int, dataset: str, index: int, 
 def image_name(index: int) -> str:
     """File name of image `index` inside its dataset folder."""
     return f"{index:06d}.png"
+
+
+#: Folder of a preset's scene records, beside its dataset folders; '@' is not allowed in dataset names.
+SCENES_DIR = "@scenes"
+
+
+def scene_record_path(image_path: str | os.PathLike) -> Path:
+    """Where the scene record of a rendered planted image lies: ``<preset>/@scenes/<dataset>/<index>.json``."""
+    image_path = Path(image_path)
+    return image_path.parent.parent / SCENES_DIR / image_path.parent.name / f"{image_path.stem}.json"
+
+
+#: In a preset's `SCENES_DIR`: {SHA-1 of an image file: "<dataset>/<index>.json"}, written with DONE.json.
+SCENE_INDEX = "sha1.json"
+
+
+def _write_scene_index(root: Path, folders: Mapping[str, Path]) -> None:
+    index = {}
+    for folder in folders.values():
+        for record_path in sorted((root / SCENES_DIR / folder.name).glob("*.json")):
+            index[json.loads(record_path.read_text())["sha1"]] = f"{folder.name}/{record_path.name}"
+    _write_atomic(root / SCENES_DIR / SCENE_INDEX, json.dumps(index, sort_keys=True).encode())
+
+
+@lru_cache(maxsize=64)
+def _scene_index(path: str, mtime_ns: int) -> dict[str, str]:
+    return json.loads(Path(path).read_text())
+
+
+def find_scene_record(sha1: str, cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """The scene record of the planted image whose file has SHA-1 `sha1`, from any preset under `cache_dir`.
+
+    Content-addressed like everything downstream of the index: the record is found by the image's
+    bytes, not by a path. `KeyError` (saying so) when no preset in this cache rendered such an image.
+    """
+    for index_path in sorted(Path(cache_dir).glob(f"planted/*/{SCENES_DIR}/{SCENE_INDEX}")):
+        entry = _scene_index(str(index_path), index_path.stat().st_mtime_ns).get(sha1)
+        if entry is not None:
+            return _load_scene_record(index_path.parent / entry)
+    raise KeyError(f"no planted scene record of the image with SHA-1 {sha1} under {Path(cache_dir) / 'planted'}: "
+                   "it is not an image of the planted generator (data=planted*) rendered into this cache")
+
+
+def read_scene_record(image_path: str | os.PathLike) -> dict[str, Any]:
+    """The scene record (`render_scene`) of a planted image file; `FileNotFoundError` if it is not one."""
+    path = scene_record_path(image_path)
+    if not path.exists():
+        raise FileNotFoundError(f"no planted scene record at {path}: {image_path} is not an image of the "
+                                "planted generator (data=planted*)")
+    return _load_scene_record(path)
+
+
+def _load_scene_record(path: Path) -> dict[str, Any]:
+    record = json.loads(path.read_text())
+    if record.get("scene_version") != SCENE_VERSION:
+        raise ValueError(f"{path} is a scene record of version {record.get('scene_version')}, not "
+                         f"{SCENE_VERSION}: render the planted data again (delete {path.parent.parent.parent})")
+    return record
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -905,9 +1034,21 @@ class _Chunk:
 
 
 def _render_chunk(chunk: _Chunk) -> int:
+    """Render the chunk's images and their scene records; an image already on disk is not rewritten
+    (a cache from before scene records gets its records only: the pixels would be the same)."""
     for index in chunk.indices:
-        image = render_image(chunk.params, seed=chunk.seed, dataset=chunk.dataset, index=index, size=chunk.size)
-        _write_atomic(chunk.folder / image_name(index), _encode_png(image))
+        image, record = render_scene(chunk.params, seed=chunk.seed, dataset=chunk.dataset, index=index,
+                                     size=chunk.size)
+        path = chunk.folder / image_name(index)
+        if path.exists():
+            data = path.read_bytes()
+        else:
+            data = _encode_png(image)
+            _write_atomic(path, data)
+        record["sha1"] = hashlib.sha1(data, usedforsecurity=False).hexdigest()  # the file's, as indexes key it
+        record_path = scene_record_path(path)
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(record_path, json.dumps(record, separators=(",", ":")).encode())
     return len(chunk.indices)
 
 
@@ -938,8 +1079,11 @@ def _render_in_workers(chunks: list[_Chunk], workers: int, bar: Any) -> list[_Ch
 
 
 def _missing(folder: Path, n: int) -> list[int]:
+    """Indices whose image or scene record is not on disk."""
     present = set(os.listdir(folder)) if folder.is_dir() else set()
-    return [i for i in range(n) if image_name(i) not in present]
+    records = folder.parent / SCENES_DIR / folder.name
+    recorded = set(os.listdir(records)) if records.is_dir() else set()
+    return [i for i in range(n) if image_name(i) not in present or f"{i:06d}.json" not in recorded]
 
 
 def _is_done(root: Path, manifest: Mapping[str, Any], folders: Mapping[str, Path], n: int) -> bool:
@@ -948,6 +1092,8 @@ def _is_done(root: Path, manifest: Mapping[str, Any], folders: Mapping[str, Path
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     if recorded.get("manifest") != json.loads(json.dumps(manifest)):
+        return False
+    if not (root / SCENES_DIR / SCENE_INDEX).exists():
         return False
     return not any(_missing(folder, n) for folder in folders.values())
 
@@ -971,7 +1117,9 @@ def ensure_planted(
 
     The preset goes to ``cache_dir/planted/planted-<hash of every resolved parameter>``, so
     changing any parameter (or `GENERATOR_VERSION`) renders into a new folder. It holds one
-    folder per dataset with ``000000.png`` ... and, written atomically after the last image,
+    folder per dataset with ``000000.png`` ..., the scene record of every image (`render_scene`) in
+    ``@scenes/<dataset>/000000.json`` ... (`scene_record_path`), and, written atomically after the
+    last image, ``@scenes/sha1.json`` (image file SHA-1 -> its record, for `find_scene_record`) and
     ``DONE.json`` with the parameters. When ``DONE.json`` is present and matches and every file
     exists, nothing is rendered; otherwise only the missing images are (every PNG is written
     atomically, so a file that exists is whole). Concurrent callers are safe but duplicate the
@@ -1010,6 +1158,7 @@ def ensure_planted(
         left = _render_in_workers(chunks, workers, bar) if workers > 1 else chunks
         for chunk in left:
             bar.update(_render_chunk(chunk))
+    _write_scene_index(root, folders)
     record = {"manifest": manifest, "counts": {name: config.n_per_dataset for name in folders}}
     _write_atomic(root / DONE_FILE, json.dumps(record, indent=1, sort_keys=True).encode())
     return folders

@@ -381,6 +381,14 @@ class AugmentGroupConfig:
 
 
 @dataclass
+class GridConfig:
+    """A grid of training points, each trained on part of train and scored on the rest (never on val)."""
+
+    lr: list[float] = _c(min_length=1, item={"gt": 0})
+    epochs: list[int] = _c(min_length=1, item={"gt": 0})
+
+
+@dataclass
 class RecipeConfig:
     name: str
     image_size: int = _c(gt=0)
@@ -405,6 +413,9 @@ class RecipeConfig:
     eval_every: int | None = _c(None, min=0)  # 0 or null: evaluate after the last epoch only
     num_workers: int = _c(0, min=0)
     normalize_overrides: dict[str, bool] | None = None  # transform name -> normalise or not
+    # text classifiers (recipe=sentence_t5): choose lr x epochs on a held-out share of train, then train on all
+    grid: GridConfig | None = None
+    grid_holdout: float = _c(0.1, gt=0, lt=1)
 
     @staticmethod
     def cross_check(values: Mapping[str, Any], key: str) -> list[str]:
@@ -412,6 +423,10 @@ class RecipeConfig:
         epochs, warmup = values["epochs"], values["warmup_epochs"]
         if warmup > epochs:
             problems.append(f"{_join(key, 'warmup_epochs')}: must be <= {_join(key, 'epochs')} ({epochs}), got {warmup}")
+        grid = values.get("grid") or {}
+        if grid and warmup > min(grid["epochs"]):
+            problems.append(f"{_join(key, 'warmup_epochs')}: must be <= the fewest epochs of {_join(key, 'grid.epochs')} "
+                            f"({min(grid['epochs'])}), got {warmup}")
         batch, effective = values["batch_size"], values["effective_batch"]
         if effective % batch:
             problems.append(

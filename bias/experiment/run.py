@@ -39,7 +39,7 @@ from bias.experiment.verdict import VerdictOptions, learnability_verdict, train_
 from bias.inference.runner import RunReport, run_batched
 from classifiers.augment import eval_augment, normalizer, train_augment
 from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
-from classifiers.models import check_classifier, check_model_name, create_classifier
+from classifiers.models import TEXT_MODELS, check_classifier, check_model_name, create_classifier
 from classifiers.trainer import EpochCallback, train_classifier
 from transforms.base import Transform, output_store
 from transforms.registry import create_transform
@@ -87,19 +87,15 @@ def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
         raise ConfigError(f"transform ({tcfg['name']}): {err}") from err
 
 
-def validate(cfg: DictConfig) -> Transform:
-    """Every check that needs no heavy work, so mistakes fail in seconds; returns the transform, built once."""
+def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
+    """Every check that needs no heavy work, so mistakes fail in seconds; returns the transform, built once.
+
+    `classifier=False` (the transform command, which trains nothing) leaves the model unchecked.
+    """
     validate_classify_config(cfg)
     transform = transform_from_config(_plain(cfg.transform))
-    check_model_name(str(cfg.model.name))
-    if (transform.output == "vector") != (str(cfg.model.name) == "mlp"):
-        raise ConfigError(
-            f"transform {transform.name!r} outputs {transform.output}s but model {cfg.model.name!r} "
-            + ("classifies images: add model=mlp" if transform.output == "vector" else "classifies feature vectors")
-        )
-    model_cfg = _plain(cfg.model)
-    check_classifier(str(model_cfg["name"]), 2, model_cfg.get("kwargs"),
-                     transform.vector_size() if transform.output == "vector" else None)
+    if classifier:
+        _check_classifier(transform, _plain(cfg.model), cfg.cache_dir)
     try:
         data = _plain(cfg.data)
     except (MissingMandatoryValue, InterpolationToMissingValueError) as err:  # e.g. data.list_file, interpolated
@@ -107,12 +103,31 @@ def validate(cfg: DictConfig) -> Transform:
         key = found.group(1) if found else str(err.full_key)
         key = key if key.startswith("data.") else f"data.{key}"
         raise DataConfigError(f"{key} is not set: pass {key}=...") from err
-    for source in resolve_sources(data).values():
+    sources = resolve_sources(data)
+    for source in sources.values():
         source.check()
+    transform.check_sources(sources)
     BaselineOptions.from_config(_plain(cfg.get("baselines")))
     VerdictOptions.from_config(_plain(cfg.get("verdict")))
     transform.check_ready(cfg.cache_dir)  # missing model weights fail here, before any work
     return transform
+
+
+def _check_classifier(transform: Transform, model_cfg: dict[str, Any], cache_dir: str) -> None:
+    """The model fits what the transform outputs (images, vectors or text) and can be built."""
+    name = str(model_cfg["name"])
+    check_model_name(name)
+    if transform.output == "text" or name in TEXT_MODELS:
+        from bias.experiment.text import check_text_run
+
+        check_text_run(transform, model_cfg, cache_dir)
+        return
+    if (transform.output == "vector") != (name == "mlp"):
+        raise ConfigError(
+            f"transform {transform.name!r} outputs {transform.output}s but model {name!r} "
+            + ("classifies images: add model=mlp" if transform.output == "vector" else "classifies feature vectors")
+        )
+    check_classifier(name, 2, model_cfg.get("kwargs"), transform.vector_size() if transform.output == "vector" else None)
 
 
 def _plain(node: Any) -> Any:
@@ -204,27 +219,32 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         train_read, val_read = report.read_paths(split.train_sha1), report.read_paths(split.val_sha1)
         resize = None  # the cache is stored at the resized size already
 
-    group = transform.augment_group
-    size = int(recipe["image_size"])
-    norm = normalizer(recipe, group, transform.name)
-    train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
-                             SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
-    val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
-                           SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
-
-    baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator)
-
-    torch.manual_seed(seed)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
-                              model_cfg.get("kwargs"),
-                              in_features=transform.vector_size() if transform.output == "vector" else None)
-    if accelerator.is_main_process:
-        pq.write_table(split.manifest(), run_dir / "manifest.parquet")
-        accelerator.init_trackers("tensorboard")
+    text_info: dict[str, Any] = {}
+    if transform.output == "text":  # captions: read back from the cache, classified by a text model
+        from bias.experiment.text import classify_texts
 
-    outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes,
-                               callbacks)
+        start_logging(split, run_dir, accelerator)
+        outcome, baselines, text_info = classify_texts(cfg, recipe, split, report.store, seed, run_dir, accelerator,
+                                                       callbacks)
+    else:
+        group = transform.augment_group
+        size = int(recipe["image_size"])
+        norm = normalizer(recipe, group, transform.name)
+        train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
+                                 SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
+        val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
+                               SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
+
+        baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator)
+
+        torch.manual_seed(seed)
+        model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
+                                  model_cfg.get("kwargs"),
+                                  in_features=transform.vector_size() if transform.output == "vector" else None)
+        start_logging(split, run_dir, accelerator)
+        outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes,
+                                   callbacks)
     ev = outcome.evaluation
     results = summarize(ev.label, ev.pred, split.names, seed)
     verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
@@ -255,6 +275,7 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         wall_time_s=round(time.time() - start, 2),
         train_time_s=round(outcome.wall_time_s, 2),
         run_dir=str(run_dir),
+        **text_info,
     )
     if accelerator.is_main_process:
         names = np.array(split.names)
@@ -278,6 +299,13 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
     accelerator.end_training()
     return results
+
+
+def start_logging(split: Split, run_dir: Path, accelerator) -> None:
+    """The main process writes the run's manifest and starts its TensorBoard log, before training."""
+    if accelerator.is_main_process:
+        pq.write_table(split.manifest(), run_dir / "manifest.parquet")
+        accelerator.init_trackers("tensorboard")
 
 
 def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform: Transform, seed: int,
@@ -342,7 +370,7 @@ def precompute(transform: Transform, paths: StringColumn, sha1s: np.ndarray, cfg
 
 def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
     """`scripts/transform.py`: fill the cache of a precomputed transform for the configured data."""
-    transform = validate(cfg)
+    transform = validate(cfg, classifier=False)
     state = partial_state()
     if transform.kind != "precomputed":
         raise ConfigError(f"transform {transform.name!r} runs online inside the data pipeline; nothing to precompute")

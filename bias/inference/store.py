@@ -268,7 +268,8 @@ class StoreWriter:
 
     def __init__(self, store: OutputStore) -> None:
         self.store = store
-        self.part = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts by time, unique per process
+        self._id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts by time, unique per process
+        self._flushes = 0
         self._rows: dict[str, list[Any]] = {}
         self._entries: list[tuple[str, str, str, str, str]] = []
         self._vectors: dict[str, list[np.ndarray]] = {}
@@ -312,10 +313,21 @@ class StoreWriter:
         with self._lock:
             self._entries.append((sha1, "failed", reason, stage, ""))
 
+    @property
+    def part(self) -> str:
+        """The id of the next part files: this writer's id and its flush count (later flushes sort later)."""
+        return f"{self._id}-{self._flushes:06d}"
+
     def close(self) -> None:
         """Write the buffered rows as part files (the main process merges them)."""
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the rows buffered since the last flush as part files now; a killed run keeps them."""
         parts = self.store.parts_dir
         with self._lock:
+            if not (self._entries or any(self._rows.values())):
+                return
             for name, spec in self.store.outputs.items():
                 if spec.kind in ("text", "table") and self._rows.get(name):
                     cols: dict[str, list[Any]] = {}
@@ -341,6 +353,7 @@ class StoreWriter:
                 self._write_part(pa.table({"sha1": sha, "status": status, "reason": reason, "stage": stage,
                                            "checksum": digest}), parts / f"entries-{self.part}.parquet")
             self._rows, self._vectors, self._entries = {}, {}, []
+            self._flushes += 1
 
     def _write_part(self, table: pa.Table, path: Path) -> None:
         write_parquet_atomic(table.append_column("part", pa.array([self.part] * len(table), pa.string())), path)
