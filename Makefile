@@ -9,15 +9,23 @@ I2D_STAMP := $(I2D_VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install img2dataset demo test lint bench clean
+.PHONY: install neural img2dataset demo test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,neural]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the model transforms' libraries (transforms/neural): the tests need them, the demo does not
+NEURAL_STAMP := $(VENV)/.neural-stamp
+$(NEURAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,neural]'
+	touch $(NEURAL_STAMP)
+
+neural: $(NEURAL_STAMP)
 
 $(I2D_STAMP): constraints-img2dataset.txt
 	test -x $(I2D_VENV)/bin/python || python3 -m venv $(I2D_VENV)
@@ -30,13 +38,13 @@ img2dataset: $(I2D_STAMP)
 demo: install
 	$(ACCELERATE) scripts/classify.py transform=canny
 
-test: install img2dataset
+test: neural img2dataset
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install
+bench: neural
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
