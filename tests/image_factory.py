@@ -196,3 +196,17 @@ def write_tricky_images(folder: str | os.PathLike) -> dict[str, str | None]:
         put("unreadable.jpg", jpg, "unreadable")
         os.chmod(folder / "unreadable.jpg", 0)
     return expected
+
+
+def save_pngs(folder, arrays) -> tuple[list[str], list[str]]:
+    """Write each HxWx3 uint8 array as `<folder>/<i>.png`; returns (paths, their content SHA-1s)."""
+    from PIL import Image as _Image
+
+    from bias.data.images import file_sha1
+
+    paths = []
+    for i, array in enumerate(arrays):
+        path = f"{folder}/{i}.png"
+        _Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths, [file_sha1(p) for p in paths]

@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from bias.core.errors import ConfigError, MissingModelError
-from bias.data.images import file_sha1
 from bias.experiment.run import transform_from_config
 from bias.inference.runner import run_batched
 from tests.conftest import ROOT, TINY, read_results, run_cli
+from tests.image_factory import save_pngs
 from transforms.base import output_store
 from transforms.neural.depth import depth_to_image
 from transforms.neural.image_models import fit_canvas
@@ -58,17 +58,14 @@ def tiny(name: str, **params) -> object:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> tuple[list[str], list[str]]:
-    folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
-    paths = []
+    arrays = []
     for i, (h, w) in enumerate(SIZES):
         y, x = np.mgrid[:h, :w]
         img = np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 60 * i)], axis=2).astype(np.uint8)
         img[h // 3: h // 2, w // 4: w // 2] = rng.integers(0, 256, 3, dtype=np.uint8)  # a square of another colour
-        path = folder / f"{i}.png"
-        Image.fromarray(img).save(path)
-        paths.append(str(path))
-    return paths, [file_sha1(p) for p in paths]
+        arrays.append(img)
+    return save_pngs(tmp_path_factory.mktemp("images"), arrays)
 
 
 def run(transform, images, cache: Path):

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from bias.core.errors import ConfigError, MissingModelError
-from bias.data.images import file_sha1
 from bias.inference.runner import run_batched
 from tests.conftest import TINY, read_results, run_cli
+from tests.image_factory import save_pngs
 from transforms.base import output_store
 from transforms.neural.detect import (
     LVIS_FILE,
@@ -59,16 +59,13 @@ OUR_CONFIGS = {"object_det": ("a", "semantic"), "object_crops": ("a", "semantic"
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> tuple[list[str], list[str]]:
     """Three noisy images of different shapes, values in 10..245 (so a fill of 0 is never an image value)."""
-    folder = tmp_path_factory.mktemp("img")
     rng = np.random.default_rng(0)
-    paths = []
-    for i, shape in enumerate([(40, 48), (40, 56), (48, 40)]):
+    arrays = []
+    for shape in [(40, 48), (40, 56), (48, 40)]:
         img = rng.integers(10, 246, (*shape, 3), dtype=np.uint8)
         img[8:24, 10:30] = (40, 90, 200)  # a flat block: something for SAM to find
-        path = folder / f"{i}.png"
-        Image.fromarray(img).save(path)
-        paths.append(str(path))
-    return paths, [file_sha1(p) for p in paths]
+        arrays.append(img)
+    return save_pngs(tmp_path_factory.mktemp("img"), arrays)
 
 
 def run(transform, images, cache: Path):
