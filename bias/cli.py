@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bias.core.errors import BiasError
+from bias.core.errors import BiasError, ConfigError
 
 CONFIG_PATH = "pkg://bias.configs"
 
@@ -55,11 +55,15 @@ def _hydra_app(config_name: str, body: Callable[[Any], None]) -> Callable[[], No
     def command() -> None:
         import hydra
 
-        from bias.core.distributed import shutdown_distributed
+        from bias.core.distributed import configure_threads, shutdown_distributed
 
         @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base=None)
         def main(cfg: Any) -> None:
             with fail_cleanly():
+                threads = cfg.get("threads")
+                if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+                    raise ConfigError(f"threads: expected a positive integer or null, got {threads!r}")
+                configure_threads(threads)
                 body(cfg)
             shutdown_distributed()
 

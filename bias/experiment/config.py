@@ -412,6 +412,7 @@ class RecipeConfig:
     precision: Literal["no", "fp16", "bf16"] = "no"
     eval_every: int | None = _c(None, min=0)  # 0 or null: evaluate after the last epoch only
     num_workers: int = _c(0, min=0)
+    channels_last: bool = False  # convolutions in NHWC (faster on CPU and on GPUs with mixed precision)
     normalize_overrides: dict[str, bool] | None = None  # transform name -> normalise or not
     # text classifiers (recipe=sentence_t5): choose lr x epochs on a held-out share of train, then train on all
     grid: GridConfig | None = None
@@ -509,6 +510,7 @@ class ClassifyConfig:
     seeds: list[int] | None = _c(None, min_length=1, item={"min": 0})
     out: str | None = None
     num_workers: int | None = _c(None, min=0)
+    threads: int | None = _c(None, gt=0)
     print_config: bool = False
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
