@@ -531,7 +531,7 @@ def section_explained(b: Builder) -> str:
             ax.text(100 * v + 1, i, f"{100 * v:.1f}", va="center", fontsize=8)
         out.append(img_tag(figure_png(fig), "explained share"))
     out.append(_others(res, {"sentence", "models", "model", "failed", "skipped", "table_files"} |
-                       ({"chance", "image_accuracy"} if bars else set())))
+                       ({"chance", "image_accuracy", "hypotheses", "objects"} if bars else set())))
     return "".join(out)
 
 
