@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -168,7 +169,8 @@ def propose_with_llm(generator: TextGeneratorLike, captions: Sequence[str | None
                      max_new_tokens: int = 200, seed: int = 0, stage: str = "differences.propose") -> Proposals:
     """Hypotheses per dataset from an LLM reading captions of the ``role == "propose"`` images only.
 
-    Per dataset: up to `n_captions` of its captions and up to `n_captions` of the others' (seeded samples);
+    Per dataset: up to `n_captions` of its captions and up to `n_captions` of the others' (seeded samples, the
+    other datasets in equal parts);
     one prompt each, all in one `generate` call; those without a parseable answer (or whose generation
     failed) are asked again once with a stricter prompt; what still fails is in ``failures``.
     """
@@ -179,7 +181,10 @@ def propose_with_llm(generator: TextGeneratorLike, captions: Sequence[str | None
     for d, name in enumerate(datasets):
         rng = np.random.default_rng(derive_seed(seed, f"describe.propose.{name}"))
         group = _caption_sample(captions, np.flatnonzero(propose & (labels == d)), n_captions, rng)
-        rest = _caption_sample(captions, np.flatnonzero(propose & (labels != d)), n_captions, rng)
+        # the others in equal parts (a large dataset does not drown the small ones), in dataset order
+        share = -(-n_captions // max(1, len(datasets) - 1))
+        rest = [c for o in range(len(datasets)) if o != d
+                for c in _caption_sample(captions, np.flatnonzero(propose & (labels == o)), share, rng)][:n_captions]
         samples[name] = {"captions": len(group), "other_captions": len(rest)}
         if group and rest:
             prompts[name] = (group, rest)
@@ -408,6 +413,26 @@ class Differences:
                  "evidence": {"top_images": self.evidence[d][h], "support": self.hypotheses[h].support,
                               "merged": self.hypotheses[h].merged}}
                 for r, h in enumerate(keys)]
+
+    def similarity_table(self) -> Any:
+        """The per-image similarities as an Arrow table: sample_id, dataset, then one column per hypothesis
+        (named h0, h1, ... in the order of `hypotheses`; their texts are in the JSON)."""
+        import pyarrow as pa
+
+        columns = {"sample_id": pa.array(self.scored_ids, pa.string()),
+                   "dataset": pa.array([self.datasets[int(i)] for i in self.scored_labels], pa.string())}
+        columns |= {f"h{h}": pa.array(self.similarity[:, h].astype(np.float32)) for h in range(len(self.hypotheses))}
+        return pa.table(columns)
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """``differences.json`` (`as_dict`) and ``similarity.parquet`` (`similarity_table`) in `folder`."""
+        from bias.core.io import write_json, write_parquet_atomic
+
+        folder = Path(folder)
+        paths = {"json": folder / "differences.json", "similarity": folder / "similarity.parquet"}
+        write_json(self.as_dict(), paths["json"])
+        write_parquet_atomic(self.similarity_table(), paths["similarity"])
+        return paths
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the per-image similarities, JSON-ready."""

@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -141,7 +143,7 @@ def planted_result(minilm):
     return table, find_differences(table, planted_proposals(table), minilm, n_perm=1000, seed=7)
 
 
-def test_the_planted_concept_ranks_first_and_is_significant_after_bh(planted_result):
+def test_the_planted_concept_ranks_first_and_is_significant_after_bh(planted_result, tmp_path):
     table, result = planted_result
     texts = [h.text for h in result.hypotheses]
     assert texts == ["images that contain a red circle", "images that contain a green square",
@@ -168,6 +170,12 @@ def test_the_planted_concept_ranks_first_and_is_significant_after_bh(planted_res
     hexagon = next(r for r in result.ranked("C") if "hexagon" in r["text"])
     assert hexagon["evidence"]["support"] == {"class": "purple_hexagon", "ratio": 1.2}
     assert result.as_dict()["method"]["n_perm"] == 1000 and result.method["permutation_seed"] > 0
+    paths = result.write(tmp_path / "out")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["ranked"]["A"][0]["text"] == "images that contain a red circle" and saved["q"][0][0] < 0.05
+    similarity = pq.read_table(paths["similarity"])
+    assert similarity.column_names == ["sample_id", "dataset", *[f"h{i}" for i in range(6)]]
+    assert similarity.num_rows == 107 and np.allclose(similarity.column("h2").to_numpy(), result.similarity[:, 2])
 
 
 def test_with_shuffled_labels_no_hypothesis_is_significant(planted_result, minilm):
@@ -304,6 +312,8 @@ def test_the_llm_proposer_parses_retries_once_and_records_failures():
     assert len(gen.calls) == 2 and len(gen.calls[0]["prompts"]) == 3 and len(gen.calls[1]["prompts"]) == 2
     assert all(c["stage"] == "differences.propose" and c["max_new_tokens"] == 64 for c in gen.calls)
     assert all("exactly 5 lines" in p for p in gen.calls[1]["prompts"])  # the retry is stricter
+    group_b_of_a = gen.calls[0]["prompts"][0].split("Group B:")[1].split("\n\n")[0].strip().splitlines()
+    assert len(group_b_of_a) == 4 and sum("blue star" in c for c in group_b_of_a) >= 1  # B and C, 2 each
     assert not any("SCORE_ONLY" in p for c in gen.calls for p in c["prompts"])  # score images are never read
     assert out.failures == [{"dataset": "C", "stage": "differences.propose", "attempts": 2,
                              "reasons": ["generation failed: out of memory",
