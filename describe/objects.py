@@ -31,7 +31,8 @@ Statistics on a presence matrix and the dataset label of each image (index into 
   on the binary presence of the most common classes (one vs rest), classes ranked by their coefficient, with
   percentile bootstrap confidence intervals (images resampled with replacement, `n_boot` times, seeded). All
   replicates are fitted at once by a vectorised Newton's method (bootstrap resampling = integer weights on the
-  images), which minimises the same objective as scikit-learn's ``LogisticRegression(C=C)``.
+  images; images with the same presence and label pooled into one weighted row; every replicate started from
+  the full-data fit), which minimises the same objective as scikit-learn's ``LogisticRegression(C=C)``.
 
 Everything returns plain dicts and pyarrow tables (`table_records` turns a table into JSON-ready rows), so it
 goes to JSON or parquet as it is.
@@ -352,22 +353,23 @@ def select_classes(presence: Presence, labels: np.ndarray, datasets: Sequence[st
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float = 1.0, max_iter: int = 100,
-                 tol: float = 1e-8) -> np.ndarray:
+                 tol: float = 1e-8, start: np.ndarray | None = None) -> np.ndarray:
     """L2-penalised logistic regressions, one per row of `weights`, fitted together by Newton's method.
 
     Minimises, per replicate b, sum_i weights[b, i] * logloss(y_i, x_i . w_b + w0_b) + ||w_b||^2 / (2c)
     (the intercept w0 unpenalised): scikit-learn's ``LogisticRegression(C=c)`` objective with sample weights.
-    x: [n, p]; y: [n] in {0, 1}; weights: [B, n] >= 0. Returns [B, p + 1] (the coefficients, then the intercept).
+    x: [n, p]; y: [n] in {0, 1}; weights: [B, n] >= 0; start: [p + 1] where every replicate starts (default 0).
+    Returns [B, p + 1] (the coefficients, then the intercept).
     Each step is halved until the objective does not increase, so it converges even where the classes are
     (nearly) separable and the penalty does all the work.
     """
-    x1 = np.hstack([np.asarray(x, dtype=np.float64), np.ones((len(x), 1))])
-    y = np.asarray(y, dtype=np.float64)
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    x, y, w = _pool_identical_rows(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                                   np.atleast_2d(np.asarray(weights, dtype=np.float64)))
+    x1 = np.hstack([x, np.ones((len(x), 1))])
     n_rep, p1 = w.shape[0], x1.shape[1]
     pen = np.full(p1, 1.0 / c)
     pen[-1] = 0.0
-    beta = np.zeros((n_rep, p1))
+    beta = np.zeros((n_rep, p1)) if start is None else np.tile(np.asarray(start, dtype=np.float64), (n_rep, 1))
     loss = objective_rows(beta, x1, y, w, pen)
     active = np.ones(n_rep, dtype=bool)
     chunk = max(1, int(4_000_000 // max(1, x1.shape[0] * p1)))  # bounds the [chunk, p+1, n] intermediate
@@ -396,6 +398,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float = 1
     return beta
 
 
+def _pool_identical_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images with the same (x, y) as one row whose weight is the sum of theirs: the same objective, and far
+    fewer rows on binary presence (many images contain the same set of classes)."""
+    xy = np.hstack([x, y[:, None]])
+    unique, inverse = np.unique(xy, axis=0, return_inverse=True)
+    if len(unique) == len(xy):
+        return x, y, w
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(unique)))
+    return unique[:, :-1], unique[:, -1], np.add.reduceat(w[:, order], starts, axis=1)
+
+
 def objective_rows(beta: np.ndarray, x1: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray) -> np.ndarray:
     """The penalised weighted log loss of each row of `beta` (see `fit_logistic`)."""
     eta = beta @ x1.T
@@ -412,12 +427,15 @@ def ovr_ranking(presence: Presence, labels: np.ndarray, datasets: Sequence[str],
     refits (images resampled with replacement; the resampling weights drawn from ``numpy.random.default_rng
     ([seed, d])``). Rows: dataset, rank (1 = most indicative of the dataset), class, coef, ci_low, ci_high,
     excludes_zero, share_in (of d's images), share_out (of the others'). The schema metadata records the source,
-    seed, n_boot, c, alpha and the classes modelled.
+    seed, n_boot, c, alpha, the classes modelled and the datasets skipped (no image with output in or out of
+    them, or no class that varies).
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
         raise ConfigError(f"describe.objects: n_boot must be an integer >= 0, got {n_boot!r}")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"describe.objects: alpha must lie in (0, 1), got {alpha!r}")
+    if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 1:
+        raise ConfigError(f"describe.objects: max_classes must be an integer >= 1, got {max_classes!r}")
     labels = _check_labels(presence, labels, datasets)
     cols = select_classes(presence, labels, datasets, max_classes)
     x = presence.present[presence.has_output][:, cols].astype(np.float64)
@@ -426,15 +444,18 @@ def ovr_ranking(presence: Presence, labels: np.ndarray, datasets: Sequence[str],
     out: dict[str, list[Any]] = {k: [] for k in ("dataset", "rank", "class", "coef", "ci_low", "ci_high",
                                                  "excludes_zero", "share_in", "share_out")}
     n = len(lab)
+    skipped = []
     for d, name in enumerate(datasets):
         y = (lab == d).astype(np.float64)
         if not len(cols) or y.sum() in (0, n):
+            skipped.append(name)
             continue
-        point = fit_logistic(x, y, np.ones((1, n)), c)[0, :-1]
+        full = fit_logistic(x, y, np.ones((1, n)), c)[0]
+        point = full[:-1]
         if n_boot:
             rng = np.random.default_rng([seed, d])
             boot_w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-            boot = fit_logistic(x, y, boot_w, c)[:, :-1]
+            boot = fit_logistic(x, y, boot_w, c, start=full)[:, :-1]
             low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
         else:
             low = high = np.full(len(cols), np.nan)
@@ -450,7 +471,7 @@ def ovr_ranking(presence: Presence, labels: np.ndarray, datasets: Sequence[str],
             out["share_in"].append(float(share_in[j]))
             out["share_out"].append(float(share_out[j]))
     meta = {"source": presence.source, "seed": str(seed), "n_boot": str(n_boot), "c": str(c), "alpha": str(alpha),
-            "classes": json.dumps(names)}
+            "classes": json.dumps(names), "skipped": json.dumps(skipped)}
     schema = pa.schema([("dataset", pa.string()), ("rank", pa.int64()), ("class", pa.string()),
                         ("coef", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
                         ("excludes_zero", pa.bool_()), ("share_in", pa.float64()), ("share_out", pa.float64())],
