@@ -571,8 +571,16 @@ class HFCausalLM(TextGenerator):
             else:
                 self.check_ready()
                 base = {"model": self._model_name(), **self.source.identity()}
-            self._identity = {**base, "dtype": self.dtype_name, "format": self._format_identity()}
+            self._identity = {**base, "dtype": self._resolved_dtype(), "format": self._format_identity()}
         return self._identity
+
+    def _resolved_dtype(self) -> str:
+        """The dtype the weights run in (``auto`` differs between CPU and GPU, and so does the output)."""
+        if self.source is None:
+            return str(next(self._model.parameters()).dtype).removeprefix("torch.")
+        from bias.inference.runner import resolve_device
+
+        return str(self._torch_dtype(resolve_device(self.device_name))).removeprefix("torch.")
 
     def _model_name(self) -> str:
         s = self.source

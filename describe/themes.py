@@ -115,13 +115,13 @@ def parse_themes(text: str, expected: int | None = None, minimum: int = 1) -> li
         body = match.group("body") if match else line
         parts = _SEPARATOR.split(body, maxsplit=1)
         title, description = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
-        if not _clean(description) and is_item:
-            # a title alone on an item line: its description may be the next non-empty, non-item line
-            j = i
-            while j < len(lines) and not lines[j].strip():
-                j += 1
-            if j < len(lines) and not _BULLET.match(lines[j].strip()):
-                description, i = lines[j], j + 1
+        if not _clean(description) and is_item and i < len(lines):
+            # a marked title alone on an item line ("1. **Nature**"): its description is the next line,
+            # indented or right below it; an unmarked line followed by a closing remark is no theme
+            nxt = lines[i]
+            marked = bool(_EMPHASIS.search(title)) or line.lstrip().startswith("#")
+            if nxt.strip() and not _BULLET.match(nxt.strip()) and (marked or nxt[:1].isspace()):
+                description, i = nxt, i + 1
         title, description = _clean(title), _clean(description)
         if not description:
             continue  # an introduction such as "Here are the themes:" or a bare heading

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ from describe.themes import (
     STRICT_SUFFIX,
     Theme,
     ThemeParseError,
+    captions_by_dataset,
     chunk_indices,
     describe_themes,
     parse_themes,
@@ -321,7 +323,10 @@ def test_parser_reads_the_usual_variants():
 @pytest.mark.parametrize("text", [
     "", "   \n ", "the the the the the the the the", "a red the of circle blue star square",
     "1. Title: one sentence that describes the theme.", "1. Shapes: the the the the the the the the",
-    "1. Shapes: ok", "1. : nothing before the colon here", "Here are the themes:"])
+    "1. Shapes: ok", "1. : nothing before the colon here", "Here are the themes:",
+    "1. a small red circle on a plain white background\n2. a large red square on a plain white background",
+    "5. A large red square on a plain white background\n\nThese are the 5 themes of the captions.",
+    'Title: "A Day in the Life"\n\nTitle: "A Day in the Life"'])
 def test_parser_rejects_empty_and_garbage(text):
     with pytest.raises(ThemeParseError):
         parse_themes(text)
@@ -417,6 +422,13 @@ def test_unparseable_answers_are_retried_once_then_recorded_never_shown(tmp_path
     assert result.ledger["stages"][CHUNK_STAGE]["calls"] == 5
 
 
+def test_captions_by_dataset_reads_describe_inputs():
+    inputs = SimpleNamespace(datasets=["a", "b"], labels=np.array([0, 1, 0, 1]), captions=["x", None, "y", "z"],
+                             role=np.array(["propose", "score", "score", "propose"]))
+    assert captions_by_dataset(inputs) == {"a": ["x", "y"], "b": [None, "z"]}
+    assert captions_by_dataset(inputs, role="propose") == {"a": ["x"], "b": ["z"]}
+
+
 # --- one real run: the packaged SmolLM2 ---------------------------------------------------------------------
 #: The first 20 greedy new tokens for REAL_PROMPT, from transformers' own GGUF loader
 #: (AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)), an independent reading of the same file.
@@ -442,6 +454,8 @@ def test_packaged_smollm2_generates_deterministic_greedy_text(smollm2, tmp_path)
     assert first[1].text and first[1].prompt_tokens > 5
     alone = smollm2.generate([REAL_PROMPT], 12)[0]
     assert alone.text == first[0].text
-    again = CachedGenerator(smollm2, tmp_path)
+    fresh = HFCausalLM(device="cpu")  # a rerun: the same key from the file's metadata, the model never loaded
+    assert fresh.identity == smollm2.identity and fresh.identity["dtype"] == "float32"
+    again = CachedGenerator(fresh, tmp_path)
     assert [g.text for g in again.generate([REAL_PROMPT, "Name a fruit."], 12)] == [g.text for g in first]
-    assert again.ledger.totals()["model_calls"] == 0
+    assert again.ledger.totals()["model_calls"] == 0 and fresh._model is None
