@@ -15,9 +15,10 @@
   written as soon as it is generated). Its `TokenLedger` counts calls, cache hits and tokens per named stage.
 
 GGUF files of the llama architecture with a byte-level BPE vocabulary (SmolLM2's) are read by this module in
-one pass (`read_gguf`): transformers' own GGUF path parses the file's metadata three times with the slow
-pure-Python ``gguf.GGUFReader``, which made the packaged model take most of a minute to load on two cores.
-Other GGUF architectures go through ``from_pretrained(folder, gguf_file=name)``.
+one pass (`read_gguf`, whole-tensor dequantization of Q4_0/Q4_1/Q8_0, no throwaway random initialisation):
+transformers' own GGUF path parses the file's metadata three times with the pure-Python ``gguf.GGUFReader``,
+several times slower. The result is the same model: equal logits and token ids (checked against
+``from_pretrained(folder, gguf_file=name)`` on SmolLM2). Other GGUF architectures go through that call.
 """
 
 from __future__ import annotations
