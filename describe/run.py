@@ -375,5 +375,12 @@ def load_stage_results(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-# the real stage functions (describe/stages.py) fill the slots when this module is imported
-import describe.stages  # noqa: E402,F401
+def _register_stage_functions() -> None:
+    """Fill the slots with the real stage functions of describe/stages.py (when this module is imported)."""
+    from describe.stages import STAGE_FUNCTIONS
+
+    for name, (run, check_ready, needs) in STAGE_FUNCTIONS.items():
+        register_stage(name, run, check_ready, needs)
+
+
+_register_stage_functions()

@@ -1,7 +1,8 @@
 """The describe stages `objects`, `language`, `differences` and `explained`: parts B and C wired into the slots of
-`describe.run` (registered on import; `describe.run` imports this module, so `STAGES` is filled).
+`describe.run` (`STAGE_FUNCTIONS`, which `describe.run` registers when it is imported, so `STAGES` is filled).
 
-Each stage is a function of a `StageContext` returning the plain dict that `describe/report.py`'s contract names
+Each stage is a function of a `describe.run.StageContext` (typed `Any` here: `describe.run` imports this module and
+registers `STAGE_FUNCTIONS`, so this module must not import it back) returning the plain dict that `describe/report.py`'s contract names
 (its module docstring), with Arrow tables under ``tables`` (written as ``<stage>.<table>.parquet``) and figures in
 ``ctx.stage_dir(<stage>)`` (paths relative to the describe folder). Seeds come from ``ctx.seed``; what could not
 be used is listed under ``skipped`` / ``failed`` with its reason, never dropped.
@@ -30,13 +31,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from bias.core.errors import ConfigError, DataError
-from describe.run import StageContext, register_stage
+
+StageContext = Any  # describe.run.StageContext (not imported: describe.run imports this module)
 
 #: the object sources, in the order they are reported (describe.objects.SOURCES) and their side outputs
 SIDE_SOURCE = {"lvis": "object_det", "ade20k": "seg"}
@@ -67,10 +70,15 @@ def imagenet_transform(plain: Mapping[str, Any]) -> Any:
     Every key but ``min_prob`` (the presence threshold, read by `imagenet_presence`) is a transform parameter
     (weights, model_name, arch, size, top_k, batch_size, device, dtype, ...).
     """
-    from describe.run import side_output_transform
+    from omegaconf import OmegaConf
 
+    import bias.configs
+    from bias.experiment.run import transform_from_config
+
+    packaged = OmegaConf.to_container(OmegaConf.load(Path(bias.configs.__file__).parent / "transform" /
+                                                     "imagenet_cls.yaml"), resolve=True)
     params = {k: v for k, v in dict(plain.get("imagenet") or {}).items() if k not in ("min_prob",)}
-    return side_output_transform("imagenet_cls", params)
+    return transform_from_config({**packaged, **params})
 
 
 def check_objects(plain: Mapping[str, Any]) -> None:
@@ -470,8 +478,12 @@ def explained_stage(ctx: StageContext) -> dict[str, Any]:
     return out
 
 
-register_stage("objects", objects_stage, check_objects)
-register_stage("language", language_stage)
-register_stage("differences", differences_stage, check_differences)
-register_stage("explained", explained_stage)
+#: name -> (run, check_ready, needs): what `describe.run` registers in its slots
+STAGE_FUNCTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[Mapping[str, Any]], None] | None,
+                                 tuple[str, ...]]] = {
+    "objects": (objects_stage, check_objects, ()),
+    "language": (language_stage, None, ()),
+    "differences": (differences_stage, check_differences, ()),
+    "explained": (explained_stage, None, ()),
+}
 
