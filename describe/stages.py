@@ -312,25 +312,36 @@ def make_encoder(plain: Mapping[str, Any]) -> Any:
                            max_length=int(enc.get("max_length", 256)), device=str(enc.get("device", "cpu")))
 
 
-def default_make_generator(ctx: StageContext) -> tuple[Any | None, str]:
-    """(the LLM of the ``llm`` section, or None, and why none). Uses ``describe.llm.build_generator(llm_options,
-    cache_dir)`` once part A provides it; until then None ("describe.llm not available"), so nothing is faked."""
+def _llm_generator(plain: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """The cached LLM of the ``llm`` section (not loaded yet), or None and why."""
+    if not (plain.get("differences") or {}).get("llm_proposer", True):
+        return None, "not run: differences.llm_proposer=false"
     try:
-        import describe.llm as llm
+        from describe.llm import CachedGenerator, HFCausalLM
     except ImportError:
         return None, "not run: describe.llm not available"
-    build = getattr(llm, "build_generator", None)
-    if build is None:
-        return None, "not run: describe.llm has no build_generator(llm_options, cache_dir)"
-    return build(ctx.options("llm"), ctx.cache_dir), ""
+    opts = dict(plain.get("llm") or {})
+    weights = {"weights": opts["weights"]} if opts.get("weights") else {}
+    inner = HFCausalLM(**weights, batch_size=int(opts.get("batch_size", 8)), device=str(opts.get("device", "auto")),
+                       dtype=str(opts.get("dtype", "auto")), cache_root=plain["cache_dir"])
+    return CachedGenerator(inner, plain["cache_dir"]), ""
+
+
+def default_make_generator(ctx: StageContext) -> tuple[Any | None, str]:
+    """(the LLM of the ``llm`` section, `describe.llm.CachedGenerator` over `HFCausalLM`, or None, and why none:
+    `describe.llm` not importable, or ``differences.llm_proposer=false``), so nothing is faked."""
+    return _llm_generator(ctx.plain)
 
 
 GeneratorFactory = Callable[[StageContext], "tuple[Any | None, str]"]
 
 
 def check_differences(plain: Mapping[str, Any]) -> None:
-    """Before any work: the encoder's weights resolve (MissingModelError otherwise)."""
+    """Before any work: the encoder's weights resolve, and the LLM's when it proposes (MissingModelError)."""
     make_encoder(plain).check_ready()
+    generator, _ = _llm_generator(plain)
+    if generator is not None:
+        generator.check_ready()
 
 
 def _evidence_lists(h: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
