@@ -55,10 +55,13 @@ def _hydra_app(config_name: str, body: Callable[[Any], None]) -> Callable[[], No
     def command() -> None:
         import hydra
 
+        from bias.core.distributed import shutdown_distributed
+
         @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base=None)
         def main(cfg: Any) -> None:
             with fail_cleanly():
                 body(cfg)
+            shutdown_distributed()
 
         check_command_line(sys.argv[1:])
         main()

@@ -21,3 +21,19 @@ def partial_state():
     from accelerate import PartialState
 
     return PartialState(cpu=use_cpu())
+
+
+def shutdown_distributed() -> None:
+    """End a multi-process run cleanly: wait for every rank, then destroy the process group.
+
+    Called only after a command succeeded. A process that exits with its gloo process group still
+    alive can abort at interpreter shutdown ("terminate called without an active exception",
+    pytorch/pytorch#190489), which turns a finished run into a failed one. After an error the
+    group is left alone: a barrier or a collective destroy there can hang on a rank that died.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
