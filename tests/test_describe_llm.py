@@ -379,7 +379,8 @@ def test_themes_cover_every_caption_once_and_give_five_per_dataset(tmp_path):
     captions = {"a": [f"alpha{i} caption" for i in range(23)] + [None, ""],
                 "b": [f"beta{i} caption" for i in range(7)]}
     llm = ScriptedLLM()
-    result = describe_themes(captions, CachedGenerator(llm, tmp_path), seed=7, chunk_size=5, merge_fanin=2)
+    result = describe_themes(captions, CachedGenerator(llm, tmp_path), seed=7, chunk_size=5, merge_fanin=2,
+                             procedure="list", chunk_themes=5)
     assert sorted(llm.seen) == sorted(c for c in captions["a"] + captions["b"] if c)  # each exactly once
     a = result.datasets["a"]
     assert [len(c) for c in a.chunks] == [5, 5, 5, 4, 4] and a.missing == [23, 24] and a.n_captions == 25
@@ -395,7 +396,8 @@ def test_themes_cover_every_caption_once_and_give_five_per_dataset(tmp_path):
     assert json.loads(json.dumps(result.to_json()))["datasets"]["a"]["themes"][0]["title"] == "Merged 1"
     # seeded: the same seed gives the same chunks from the cache, another seed another order
     n_prompts = len(llm.prompts)
-    again = describe_themes(captions, CachedGenerator(llm, tmp_path), seed=7, chunk_size=5, merge_fanin=2)
+    again = describe_themes(captions, CachedGenerator(llm, tmp_path), seed=7, chunk_size=5, merge_fanin=2,
+                            procedure="list", chunk_themes=5)
     assert len(llm.prompts) == n_prompts and again.datasets["a"].chunks == a.chunks
     assert again.ledger["stages"][CHUNK_STAGE]["cached_calls"] == chunk_calls
     assert [c.tolist() for c in chunk_indices(23, 5, 1)] == [c.tolist() for c in chunk_indices(23, 5, 1)]
@@ -406,7 +408,8 @@ def test_unparseable_answers_are_retried_once_then_recorded_never_shown(tmp_path
     captions = {"good": [f"gamma{i} shot" for i in range(4)], "retry": [f"yyy{i} shot" for i in range(4)],
                 "bad": [f"zzz{i} shot" for i in range(4)], "empty": [None, "  "]}
     llm = ScriptedLLM()
-    result = describe_themes(captions, CachedGenerator(llm, tmp_path), chunk_size=10)
+    result = describe_themes(captions, CachedGenerator(llm, tmp_path), chunk_size=10, procedure="list",
+                             chunk_themes=5)
     assert len(result.datasets["good"].themes) == 5 and len(result.datasets["retry"].themes) == 5
     assert result.datasets["bad"].themes == [] and not result.datasets["bad"].ok
     assert result.datasets["empty"].themes == [] and result.datasets["empty"].missing == [0, 1]
