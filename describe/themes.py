@@ -16,7 +16,8 @@ SmolLM2-135M) almost never answers in this format: it copies the format line or 
 
 1. per chunk, its most common subject as a short title (``themes.title``), then, one call at a time, "another
    common subject besides <the titles so far>", `chunk_themes` titles per chunk (more when there are too few
-   chunks for `n_themes` titles);
+   chunks for `n_themes` titles). A chunk of one caption (``chunk_size: 1``, the packaged config: the 135M
+   model copies the captions when it is shown many) is asked "the main subject of this image";
 2. the chunk titles of a dataset are embedded with a sentence encoder (the packaged MiniLM) and clustered
    (average linkage, cosine) into `n_themes` groups, the groups ordered by how many chunk titles they hold;
 3. a group of several titles gets one title from the LLM (``themes.group_title``); when that answer is
@@ -26,9 +27,12 @@ SmolLM2-135M) almost never answers in this format: it copies the format line or 
    most similar to it; when that answer is unusable the description says which chunk titles the theme groups
    (``description_source``: ``written`` or ``members``).
 
-Answers are read strictly (`parse_title`, `parse_sentence`: a title of one to six words that is not a placeholder,
-an earlier title or a copied caption; a sentence of four to forty words that does not repeat itself, the title or
-a caption). An answer that does not parse is asked once more with a stricter prompt (a different prompt, so a
+Answers are read strictly (`parse_title`, `parse_sentence`: a title of one to `MAX_TITLE_WORDS` words that is not
+a placeholder, an earlier title, a copied caption or an unfinished phrase; a sentence of four to forty words that
+does not repeat itself, the title or a caption; an answer cut off by max_new_tokens is rejected), and each must be
+about its subject (`MIN_SIMILARITY`, sentence-encoder cosine: a chunk title to its captions, a group title to its
+group's titles, a sentence to its title), which rejects the small model's inventions ("Greatest Hero Ever" for a
+group of triangles). An answer that does not parse is asked once more with a stricter prompt (a different prompt, so a
 different cache key); if that fails too the step is recorded in `ThemesResult.failures` with the raw texts and
 reasons, and nothing of it is shown as content (a fallback is marked as one). Decoding is the generator's
 (greedy for `describe.llm.HFCausalLM`).
@@ -55,6 +59,11 @@ CHUNK_STAGE, MERGE_STAGE = "themes.chunk", "themes.merge"
 TITLE_STAGE, GROUP_STAGE, SENTENCE_STAGE = "themes.title", "themes.group_title", "themes.sentence"
 #: Longest caption text sent (characters); longer ones are cut and counted in `DatasetThemes.truncated`.
 MAX_CAPTION_CHARS = 400
+#: Least cosine similarity (sentence encoder) of an answer to what it is about, else it is rejected as unrelated:
+#: a chunk title to its nearest caption, a group title to its group's titles (mean), a sentence to its title.
+MIN_SIMILARITY = {"title": 0.3, "group": 0.5, "sentence": 0.3}
+#: Longest title accepted (words): a noun phrase, not a sentence.
+MAX_TITLE_WORDS = 8
 #: Captions shown with a theme's title when its sentence is asked for (the chunk captions nearest the title).
 SENTENCE_CAPTIONS = 6
 
@@ -79,6 +88,9 @@ NEXT_TITLE_PROMPT = (
     "Image captions:\n{captions}\n\n"
     "Besides {besides}, what is another common subject in these images? Answer with a short title of one to "
     "four words.")
+ONE_CAPTION_TITLE_PROMPT = (
+    "Image caption: {caption}\n\n"
+    "What is the main subject of this image? Answer in two to four words.")
 GROUP_TITLE_PROMPT = (
     "These titles name similar subjects of images:\n{titles}\n\n"
     "Write one short title of one to four words that covers all of them.")
@@ -86,7 +98,7 @@ SENTENCE_PROMPT = (
     "Image captions:\n{captions}\n\n"
     "Write one sentence that describes the images of \"{title}\".")
 #: Added to a slot prompt whose first answer did not parse (a different prompt, so a new cache key).
-SLOT_STRICT = {"title": "\n\nAnswer with the title only: one to four words, no sentence and no list.",
+SLOT_STRICT = {"title": "\n\nAnswer in two to four words.",
                "sentence": "\n\nAnswer with one full sentence of five to twenty-five words and nothing else."}
 
 _PLACEHOLDERS = {"title", "theme", "<title>", "theme title", "short title", "description", "one sentence"}
@@ -315,7 +327,7 @@ class _Asker:
 def describe_themes(captions: Mapping[str, Sequence[str | None]], generator: TextGenerator, *,
                     procedure: str = "slots", encoder: Any = None, seed: int = 0, chunk_size: int = 20,
                     max_chunks: int | None = None, n_themes: int = 5, chunk_themes: int = 3, merge_fanin: int = 8,
-                    max_new_tokens_chunk: int = 200, max_new_tokens_merge: int = 250, max_new_tokens_title: int = 12,
+                    max_new_tokens_chunk: int = 200, max_new_tokens_merge: int = 250, max_new_tokens_title: int = 24,
                     max_new_tokens_sentence: int = 48) -> ThemesResult:
     """`n_themes` titled themes per dataset from its captions by `procedure` ``slots`` or ``list`` (module
     docstring).
@@ -381,6 +393,7 @@ def describe_themes(captions: Mapping[str, Sequence[str | None]], generator: Tex
                            max_new_tokens_sentence=max_new_tokens_sentence)
         settings.update(titles_asked_per_chunk=per_chunk, max_new_tokens_title=max_new_tokens_title,
                         max_new_tokens_sentence=max_new_tokens_sentence, sentence_captions=SENTENCE_CAPTIONS,
+                        min_similarity=dict(MIN_SIMILARITY), max_title_words=MAX_TITLE_WORDS,
                         encoder=dict(getattr(encoder, "identity", {}) or {}))
     return ThemesResult(datasets=found, failures=failures, ledger=ledger.as_dict(), prompt_version=PROMPT_VERSION,
                         model=dict(generator.identity), settings=settings)
@@ -440,8 +453,12 @@ _SLOT_PLACEHOLDERS = _PLACEHOLDERS | {"subject", "subjects", "main subject", "co
                                       "image", "images", "caption", "captions", "title", "answer", "none",
                                       "unknown", "n/a", "one to four words", "short title"}
 _LEAD = re.compile(r"^(?:(?:answer|title|subject|theme)\s*:\s*|(?:the\s+)?(?:main|most\s+common|other|another"
-                   r"(?:\s+common)?|common)\s+(?:subject|theme|topic)s?(?:\s+(?:in|of)\s+(?:these|the)\s+"
-                   r"(?:images|captions))?\s*(?:is|are|:)\s+)", re.IGNORECASE)
+                   r"(?:\s+common)?|common)?\s*(?:subject|theme|topic)s?(?:\s+(?:in|of)\s+(?:these|this|the)\s+"
+                   r"(?:images?|captions?|dataset))?\s*(?:is|are|:)\s+|(?:these|the|this)\s+images?\s+(?:shows?|"
+                   r"depicts?|contains?|has|have)\s+)", re.IGNORECASE)
+_ARTICLE = re.compile(r"^(?:a|an|the)\s+", re.IGNORECASE)
+#: words an unfinished title ends with ("Nine shapes of")
+_DANGLING = {"a", "an", "the", "of", "and", "or", "with", "in", "on", "to", "for", "by", "at", "from", "is", "are"}
 _SENTENCE_LEAD = re.compile(r"^(?:sentence|description|answer)\s*:\s*", re.IGNORECASE)
 
 
@@ -452,29 +469,32 @@ def _norm(text: str) -> str:
 def parse_title(text: str, avoid: Sequence[str] = (), captions: Sequence[str] = ()) -> str:
     """The short title in a one-slot answer, or `ThemeParseError`.
 
-    Reads the first non-empty line; drops a bullet or number, emphasis, quotes, a lead such as ``Title:`` or
-    ``The main subject is`` and end punctuation. Rejects: no words, more than six words or 60 characters, a
-    placeholder (``subject``, ``title``, ...), one of `avoid` (the titles already given), a copy of one of
-    `captions`, repeated words.
+    Reads the first non-empty line; drops a bullet or number, emphasis, quotes, a lead such as ``Title:``,
+    ``The main subject of this image is`` or ``These images show``, a leading article and end punctuation.
+    Rejects: no words, more than `MAX_TITLE_WORDS` words or 70 characters, a placeholder (``subject``,
+    ``title``, ...), one of `avoid` (the titles already given), a copy of one of `captions`, repeated words, an
+    unfinished phrase (ending in ``of``, ``and``, ``the``, ...).
     """
     line = next((ln.strip() for ln in (text or "").replace("\r", "").split("\n") if ln.strip()), "")
     line = _BULLET.sub("", line)
-    line = _LEAD.sub("", _clean(line))
+    line = _ARTICLE.sub("", _LEAD.sub("", _clean(line)))
     title = _clean(line.rstrip("."))
     if not re.search(r"[A-Za-z]{2}", title):
         raise ThemeParseError(f"no title in {text[:60]!r}")
     words = title.split()
-    if len(words) > 6 or len(title) > 60:
+    if len(words) > MAX_TITLE_WORDS or len(title) > 70:
         raise ThemeParseError(f"not a short title ({len(words)} words): {title[:60]!r}")
     key = _norm(title)
     if key in _SLOT_PLACEHOLDERS:
         raise ThemeParseError(f"a placeholder, not a title: {title!r}")
     if key in {_norm(a) for a in avoid}:
         raise ThemeParseError(f"repeats an earlier title: {title!r}")
-    if key in {_norm(c) for c in captions}:
+    if key in {_norm(_ARTICLE.sub("", c.strip())) for c in captions} | {_norm(c) for c in captions}:
         raise ThemeParseError(f"copies a caption: {title!r}")
     if len(words) >= 3 and len({w.lower() for w in words}) <= len(words) / 2:
         raise ThemeParseError(f"repeats itself: {title!r}")
+    if words[-1].lower() in _DANGLING:
+        raise ThemeParseError(f"unfinished: {title!r}")
     return title[0].upper() + title[1:]
 
 
@@ -567,6 +587,9 @@ class _SlotAsker:
                     again.append(i)
                     continue
                 try:
+                    if g.stop == "length" and (jobs[i].kind == "title" and "\n" not in g.text.strip() or
+                                               jobs[i].kind == "sentence" and not re.search(r"[.!?]", g.text)):
+                        raise ThemeParseError("cut off at max_new_tokens before the answer ended")
                     results[i] = jobs[i].parse(g.text)
                 except ThemeParseError as error:
                     reasons[i].append(str(error))
@@ -587,6 +610,16 @@ def _besides(titles: Sequence[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
+def _related(encoder: Any, answer: str, targets: Sequence[str], minimum: float, how: str = "max") -> str:
+    """`answer` when its similarity to `targets` (max or mean cosine) reaches `minimum`, else `ThemeParseError`."""
+    vecs = np.asarray(encoder.embed_texts([answer, *targets]), dtype=np.float64)
+    sims = vecs[1:] @ vecs[0]
+    value = float(sims.max() if how == "max" else sims.mean())
+    if value < minimum:
+        raise ThemeParseError(f"unrelated to what it is about (similarity {value:.2f} < {minimum}): {answer[:60]!r}")
+    return answer
+
+
 def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned: dict[str, list[str | None]],
            encoder: Any, asker: _SlotAsker, failures: list[ThemeFailure], *, n_themes: int, chunk_themes: int,
            max_new_tokens_title: int, max_new_tokens_sentence: int) -> dict[str, int]:
@@ -604,11 +637,13 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                     continue
                 so_far = d.chunk_titles[c]
                 caps = texts[name][c]
-                prompt = (FIRST_TITLE_PROMPT.format(captions=caps) if not so_far else
-                          NEXT_TITLE_PROMPT.format(captions=caps, besides=_besides(so_far)))
                 chunk_caps = [cleaned[name][i] for i in chunk]
+                prompt = (ONE_CAPTION_TITLE_PROMPT.format(caption=chunk_caps[0]) if len(chunk) == 1 and not so_far
+                          else FIRST_TITLE_PROMPT.format(captions=caps) if not so_far else
+                          NEXT_TITLE_PROMPT.format(captions=caps, besides=_besides(so_far)))
                 jobs.append(_Job(name, f"chunk {c} title {r + 1}", prompt, "title",
-                                 lambda t, a=tuple(so_far), cc=tuple(chunk_caps): parse_title(t, a, cc)))
+                                 lambda t, a=tuple(so_far), cc=tuple(chunk_caps): _related(
+                                     encoder, parse_title(t, a, cc), cc, MIN_SIMILARITY["title"])))
                 owners.append((name, c))
         for (name, c), title in zip(owners, asker.ask(jobs, max_new_tokens_title, TITLE_STAGE,
                                                       "no more titles asked for this chunk")):
@@ -656,7 +691,8 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                 others = [m for j, p in enumerate(plans[name]) if j != k for m in p["members"]]
                 group_jobs.append(_Job(name, f"group {k} title",
                                        GROUP_TITLE_PROMPT.format(titles=_caption_lines(plan["members"])), "title",
-                                       lambda t, a=tuple(others): parse_title(t, a)))
+                                       lambda t, a=tuple(others), m=tuple(plan["members"]): _related(
+                                           encoder, parse_title(t, a), m, MIN_SIMILARITY["group"], "mean")))
                 group_owner.append((name, k))
     for plan in (p for ps in plans.values() for p in ps):
         plan["title"], plan["title_source"] = plan["members"][0], "chunk"
@@ -687,7 +723,8 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                 caps = [caps[j] for j in sorted(near)]
             sentence_jobs.append(_Job(name, f"theme {k} sentence",
                                       SENTENCE_PROMPT.format(captions=_caption_lines(caps), title=plan["title"]),
-                                      "sentence", lambda t, ti=plan["title"], cc=tuple(caps): parse_sentence(t, ti, cc)))
+                                      "sentence", lambda t, ti=plan["title"], cc=tuple(caps): _related(
+                                          encoder, parse_sentence(t, ti, cc), [ti], MIN_SIMILARITY["sentence"])))
             sentence_owner.append((name, k))
     answers = asker.ask(sentence_jobs, max_new_tokens_sentence, SENTENCE_STAGE,
                         "the theme's description lists its chunk titles instead")

@@ -251,10 +251,13 @@ def test_parse_title_reads_the_slot_and_rejects_what_is_no_title():
     assert parse_title("The main subject of these images is dogs.") == "Dogs"
     assert parse_title('Title: "Red cars"\nMore text') == "Red cars"
     assert parse_title("- geometric shapes on white") == "Geometric shapes on white"
+    assert parse_title("The main subject of this image is a large pink cross.") == "Large pink cross"
+    assert parse_title("These images show two large shapes") == "Two large shapes"
     for bad, why in (("", "no title"), ("Title", "placeholder"), ("subject", "placeholder"),
                      ("There are many different kinds of shapes in these images.", "not a short title"),
                      ("Dogs", "repeats an earlier"), ("a photo of a dog", "copies a caption"),
-                     ("shapes shapes shapes shapes", "repeats itself")):
+                     ("shapes shapes shapes shapes", "repeats itself"), ("Nine shapes of", "unfinished"),
+                     ("The most common subject in these images is the rectangle and", "unfinished")):
         with pytest.raises(ThemeParseError, match=why):
             parse_title(bad, avoid=["dogs"], captions=["A photo of a dog."])
 
@@ -284,3 +287,22 @@ def test_slots_needs_an_encoder_and_a_known_procedure():
         describe_themes({"a": ["x"]}, SlotLLM())
     with pytest.raises(ConfigError, match="themes.procedure"):
         describe_themes({"a": ["x"]}, SlotLLM(), procedure="tree", encoder=KeywordEncoder())
+
+
+class CutOff(TextGenerator):
+    """Every answer runs into max_new_tokens: a title without an end is rejected, never taken."""
+
+    identity = {"model": "cut-off"}
+
+    def generate(self, prompts, max_new_tokens, stage=None):
+        return [Generation(text="The main subject of this image is a large", prompt_tokens=5,
+                           completion_tokens=max_new_tokens, cached=False, stop="length") for _ in prompts]
+
+
+def test_an_answer_cut_off_by_max_new_tokens_is_rejected_and_recorded():
+    result = describe_themes({"a": ["A large pink cross on a white background."]}, CutOff(),
+                             encoder=KeywordEncoder(), chunk_size=1)
+    d = result.datasets["a"]
+    assert d.themes == [] and d.chunk_titles == [[]]
+    f = next(f for f in result.failures if f.stage == TITLE_STAGE)
+    assert f.reasons[:2] == ["cut off at max_new_tokens before the answer ended"] * 2 and len(f.raw) == 2
