@@ -1,4 +1,4 @@
-"""The describe stages `objects`, `language`, `differences` and `explained`: parts B and C wired into the slots of
+"""The describe stages `objects`, `language`, `themes`, `differences` and `explained`: parts A, B and C wired into the slots of
 `describe.run` (`STAGE_FUNCTIONS`, which `describe.run` registers when it is imported, so `STAGES` is filled).
 
 Each stage is a function of a `describe.run.StageContext` (typed `Any` here: `describe.run` imports this module and
@@ -16,9 +16,13 @@ be used is listed under ``skipped`` / ``failed`` with its reason, never dropped.
   were used, and why the others were not, is in ``sources``. The presence of every image is the ``presence``
   table (long form: sample_id, source, class), which `differences` and `explained` read.
 * ``language``: LDA topics, word clouds (PNG files) and distinctive words (`describe.language`) per dataset.
+* ``themes``: five titled themes per dataset written by the LLM (`describe.themes.describe_themes`, config section
+  ``themes`` = its keyword arguments; ``procedure: slots`` by default, one short answer per call, the chunk titles
+  grouped with the sentence encoder) from the captions of the ``propose`` images only; failed steps listed.
+  The LLM is built by `llm_generator` from the ``llm`` section, the one builder the differences proposer uses too.
 * ``differences``: proposers on the ``propose`` images only: statistics (distinctive words and object presence
   ratios recomputed on the propose images, so nothing is read from the images it is scored on) and an LLM when
-  a generator is available (`make_generator`; until `describe.llm` exists it is recorded as not run). Scored on
+  a generator is available (`make_generator`; when `describe.llm` cannot be imported it is recorded as not run). Scored on
   the ``score`` images (`describe.differences.find_differences`) by caption-text similarity with the sentence
   encoder (``encoder``) or image-text with open_clip when ``clip`` is configured.
 * ``explained``: the explained share (`describe.explained.explained_share`) of the top-k hypotheses' scores and
@@ -295,36 +299,51 @@ def language_stage(ctx: StageContext) -> dict[str, Any]:
 
 # --- differences ----------------------------------------------------------------------------------------
 
+def sentence_encoder(plain: Mapping[str, Any]) -> Any:
+    """The sentence encoder of the ``encoder`` section (the packaged MiniLM by default), not loaded yet."""
+    from describe.similarity import SentenceEncoder
+
+    enc = dict(plain.get("encoder") or {})
+    return SentenceEncoder(weights=enc.get("weights"), cache_dir=plain["cache_dir"],
+                           batch_size=int(enc.get("batch_size", 64)), max_length=int(enc.get("max_length", 256)),
+                           device=str(enc.get("device", "cpu")))
+
+
 def make_encoder(plain: Mapping[str, Any]) -> Any:
     """The similarity encoder: open_clip (image-text) when ``clip`` is configured, else the sentence encoder."""
-    from describe.similarity import ClipEncoder, SentenceEncoder
+    from describe.similarity import ClipEncoder
 
-    cache = plain["cache_dir"]
     clip = plain.get("clip")
     if clip:
         clip = dict(clip)
         return ClipEncoder(model=clip.get("name", "ViT-B-32"), pretrained=clip.get("pretrained"),
-                           checkpoint=clip.get("checkpoint"), model_config=clip.get("model_config"), cache_dir=cache,
-                           batch_size=int(clip.get("batch_size", 32)), device=str(clip.get("device", "cpu")),
-                           init_seed=int(clip.get("init_seed", 0)))
-    enc = dict(plain.get("encoder") or {})
-    return SentenceEncoder(weights=enc.get("weights"), cache_dir=cache, batch_size=int(enc.get("batch_size", 64)),
-                           max_length=int(enc.get("max_length", 256)), device=str(enc.get("device", "cpu")))
+                           checkpoint=clip.get("checkpoint"), model_config=clip.get("model_config"),
+                           cache_dir=plain["cache_dir"], batch_size=int(clip.get("batch_size", 32)),
+                           device=str(clip.get("device", "cpu")), init_seed=int(clip.get("init_seed", 0)))
+    return sentence_encoder(plain)
 
 
-def _llm_generator(plain: Mapping[str, Any]) -> tuple[Any | None, str]:
-    """The cached LLM of the ``llm`` section (not loaded yet), or None and why."""
-    if not (plain.get("differences") or {}).get("llm_proposer", True):
-        return None, "not run: differences.llm_proposer=false"
-    try:
-        from describe.llm import CachedGenerator, HFCausalLM
-    except ImportError:
-        return None, "not run: describe.llm not available"
+def llm_generator(plain: Mapping[str, Any]) -> Any:
+    """The one LLM builder of the stages: `describe.llm.CachedGenerator` over `HFCausalLM` from the ``llm``
+    section (weights, batch_size, device, dtype; the call cache under ``cache_dir``), not loaded yet.
+    Raises ImportError when `describe.llm` cannot be imported."""
+    from describe.llm import CachedGenerator, HFCausalLM
+
     opts = dict(plain.get("llm") or {})
     weights = {"weights": opts["weights"]} if opts.get("weights") else {}
     inner = HFCausalLM(**weights, batch_size=int(opts.get("batch_size", 8)), device=str(opts.get("device", "auto")),
                        dtype=str(opts.get("dtype", "auto")), cache_root=plain["cache_dir"])
-    return CachedGenerator(inner, plain["cache_dir"]), ""
+    return CachedGenerator(inner, plain["cache_dir"])
+
+
+def _llm_generator(plain: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """The differences proposer's LLM (`llm_generator`), or None and why (switched off, or not importable)."""
+    if not (plain.get("differences") or {}).get("llm_proposer", True):
+        return None, "not run: differences.llm_proposer=false"
+    try:
+        return llm_generator(plain), ""
+    except ImportError:
+        return None, "not run: describe.llm not available"
 
 
 def default_make_generator(ctx: StageContext) -> tuple[Any | None, str]:
@@ -424,6 +443,108 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
     return out
 
 
+# --- themes ---------------------------------------------------------------------------------------------
+
+#: describe_themes' arguments that are not config keys
+_THEMES_ARGS = ("captions", "generator", "encoder", "seed")
+#: longest raw answer text kept per failure in the stage result (the full texts are in themes/themes.json)
+RAW_SHOWN = 200
+
+
+def themes_options(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``themes`` section as `describe.themes.describe_themes` keyword arguments; a key it does not take is a
+    `ConfigError` naming the keys it does."""
+    import inspect
+
+    from describe.themes import describe_themes
+
+    allowed = [p for p in inspect.signature(describe_themes).parameters if p not in _THEMES_ARGS]
+    opts = dict(plain.get("themes") or {})
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError(f"themes: unknown key(s) {unknown}; describe_themes takes {allowed}")
+    return opts
+
+
+def default_themes_generator(ctx: StageContext) -> tuple[Any | None, str]:
+    """The themes stage's LLM: `llm_generator` of the ``llm`` section (the same one the differences proposer uses)."""
+    try:
+        return llm_generator(ctx.plain), ""
+    except ImportError:
+        return None, "describe.llm not available"
+
+
+def check_themes(plain: Mapping[str, Any]) -> None:
+    """Before any work: the ``themes`` keys are known, the LLM's weights resolve (`check_ready` of the generator)
+    and, for ``procedure: slots``, the sentence encoder's (MissingModelError)."""
+    from describe.themes import PROCEDURES
+
+    opts = themes_options(plain)
+    procedure = opts.get("procedure", "slots")
+    if procedure not in PROCEDURES:
+        raise ConfigError(f"themes.procedure: expected one of {list(PROCEDURES)}, got {procedure!r}")
+    llm_generator(plain).check_ready()
+    if procedure == "slots":
+        sentence_encoder(plain).check_ready()
+
+
+EncoderFactory = Callable[[StageContext], Any]
+
+
+def themes_stage(ctx: StageContext, make_generator: GeneratorFactory | None = None,
+                 make_encoder: EncoderFactory | None = None) -> dict[str, Any]:
+    """Five titled themes per dataset written by the LLM from the captions of the ``propose`` images.
+
+    Only the propose images' captions are read: the score images stay unread by any LLM, so a theme taken up as
+    a hypothesis can still be tested on images it was not written from (as the differences stage does). The
+    ``themes`` section holds `describe.themes.describe_themes`' keyword arguments (``procedure``: ``slots`` by
+    default, or ``list``); the seed is ``ctx.seed``. What is shown: each dataset's themes (title, description and
+    where they came from); every failed step is in ``failed`` (never shown as a theme), captions missing in
+    ``skipped``; the call costs in ``ledger``; the full result (raw answers, chunks) in ``themes/themes.json``.
+    """
+    from bias.core.errors import MissingModelError
+    from bias.core.io import write_json
+    from describe.themes import describe_themes
+
+    opts = themes_options(ctx.plain)
+    generator, why = (make_generator or default_themes_generator)(ctx)
+    if generator is None:
+        raise MissingModelError(f"describe.themes: no LLM ({why})")
+    procedure = opts.get("procedure", "slots")
+    encoder = None
+    if procedure == "slots":
+        encoder = make_encoder(ctx) if make_encoder is not None else sentence_encoder(ctx.plain)
+    x = ctx.inputs
+    rows = np.flatnonzero(x.mask("propose"))
+    captions: dict[str, list[str | None]] = {name: [] for name in x.datasets}
+    ids: dict[str, list[str]] = {name: [] for name in x.datasets}
+    for i in rows:
+        name = x.datasets[int(x.labels[i])]
+        captions[name].append(x.captions[i])
+        ids[name].append(x.sample_ids[i])
+    result = describe_themes(captions, generator, encoder=encoder, seed=ctx.seed, **opts)
+    full = result.to_json()
+    write_json(full, ctx.stage_dir("themes") / "themes.json")
+    themes = {name: [{"title": t.title, "description": t.description, "title_source": t.title_source,
+                      "description_source": t.description_source, **({"members": list(t.members),
+                                                                        "chunks": list(t.chunks)} if t.members else {})}
+                     for t in d.themes] for name, d in result.datasets.items()}
+    failed = [{"dataset": f.dataset, "step": f"{f.stage} {f.step}", "reason": "; ".join(f.reasons),
+               "raw": [r[:RAW_SHOWN] for r in f.raw]} for f in result.failures]
+    skipped = [{"item": ids[name][m], "dataset": name, "reason": "no caption"}
+               for name, d in result.datasets.items() for m in d.missing]
+    per = {name: {"captions": d.n_captions - len(d.missing), "missing": len(d.missing), "chunks": len(d.chunks),
+                  "unused": len(d.unused), "truncated": d.truncated, "themes": len(d.themes), "seed": d.seed}
+           for name, d in result.datasets.items()}
+    models = [{"name": "llm", **result.model}]
+    if encoder is not None:
+        models.append({"name": "title encoder", **dict(encoder.identity)})
+    return {"themes": themes, "failed": failed, "skipped": skipped, "ledger": result.ledger, "models": models,
+            "procedure": {"name": procedure, "prompt_version": result.prompt_version, "images": "propose",
+                          "settings": {k: v for k, v in result.settings.items() if k != "encoder"}},
+            "per_dataset": per, "files": {"full": "themes/themes.json"}}
+
+
 # --- explained ------------------------------------------------------------------------------------------
 
 def explained_stage(ctx: StageContext) -> dict[str, Any]:
@@ -494,6 +615,7 @@ STAGE_FUNCTIONS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[[Mapp
                                  tuple[str, ...]]] = {
     "objects": (objects_stage, check_objects, ()),
     "language": (language_stage, None, ()),
+    "themes": (themes_stage, check_themes, ()),
     "differences": (differences_stage, check_differences, ()),
     "explained": (explained_stage, None, ()),
 }

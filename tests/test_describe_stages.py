@@ -1,6 +1,8 @@
 """describe.stages: one end-to-end `run_describe` on tiny planted_objects data (3 datasets x 60 images of 32 px that
 differ only in shape vocabulary: yfcc_like pointy, cc_like boxy, datacomp_like round), checked against what the
-generator planted; the explained share against a classify run; the LLM proposer's wiring with a stand-in generator.
+generator planted; the explained share against a classify run; the LLM proposer's wiring with a stand-in generator;
+the themes stage through the same run with a scripted generator (its answers and faults are known), its themes in
+report.html and its failed steps listed, not shown.
 
 The ImageNet source runs timm's tiny random `test_efficientnet` through the real runner (the packaged
 EfficientNet-Lite0 is checked once, in tests/test_describe_objects.py); the sentence encoder is the packaged MiniLM.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,15 +22,26 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from bias.core.errors import ConfigError, MissingModelError
 from describe.inputs import build_inputs
-from describe.run import STAGE_ORDER, STAGES, Stage, StageContext, load_stage_results, run_describe
-from describe.stages import default_make_generator, differences_stage, explained_stage
+from describe.llm import Generation, TextGenerator
+from describe.report import esc
+from describe.run import (
+    STAGE_ORDER,
+    STAGES,
+    Stage,
+    StageContext,
+    load_stage_results,
+    run_describe,
+    validate_describe_config,
+)
+from describe.stages import check_themes, default_make_generator, differences_stage, explained_stage, themes_stage
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs"
 TINY = ["data=planted_objects", "data.per_dataset=40", "data.val_per_dataset=20", "data.generator.n_per_dataset=60",
         "data.generator.size=32", "num_workers=0", "imagenet.weights=null", "+imagenet.model_name=test_efficientnet",
         "+imagenet.arch={}", "imagenet.size=32", "objects.bootstrap=50", "differences.n_perm=400",
-        "differences.object_sources=[planted_scene]"]
+        "differences.object_sources=[planted_scene]", "themes.chunk_size=5", "themes.chunk_themes=3"]
 #: the shape vocabulary each dataset of planted_objects favours (bias/configs/data/planted_objects.yaml)
 VOCABULARY = {"yfcc_like": ("triangle", "star", "cross"), "cc_like": ("square", "rectangle"),
               "datacomp_like": ("circle", "ellipse")}
@@ -40,6 +54,49 @@ def composed(*overrides: str):
 
 def _no_llm(ctx):
     return None, "not run: no LLM in this test"
+
+
+SHAPES = ("circle", "ellipse", "square", "rectangle", "triangle", "star", "cross")
+GARBAGE = "circles circles circles circles circles circles circles circles"
+
+
+def shape_title(shape: str) -> str:
+    return shape.title() + ("es" if shape.endswith("s") else "s")
+
+
+class ShapeLLM(TextGenerator):
+    """Answers the slots procedure's prompts as a model that follows them: a chunk's most frequent shape it has
+    not named yet ("Squares"; an earlier title when none is left, which is rejected). Planted faults: every
+    group-title answer copies the instruction (so the most central chunk title is kept), and every sentence about
+    "Circles" is one word repeated (so that description falls back to the member list)."""
+
+    identity = {"model": "shape-scripted"}
+
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def answer(self, p: str) -> str:
+        if p.startswith("These titles name similar subjects"):
+            return "These titles name similar subjects of images"
+        if "Write one sentence that describes" in p:
+            title = p.split('images of "')[1].split('"')[0]
+            return GARBAGE if title == "Circles" else f"Images with {title.lower()} among other shapes."
+        caps = ([p.split("\n\n")[0].removeprefix("Image caption: ")] if p.startswith("Image caption: ") else
+                re.findall(r"^- (.+)$", p.split("\n\n")[0], flags=re.M))
+        named = set(re.findall(r'"([^"]+)"', p.split("what is another")[0])) if "Besides" in p else set()
+        counts = {s: sum(len(re.findall(rf"\b{s}(?:es|s)?\b", c.lower())) for c in caps) for s in SHAPES}
+        for shape in sorted(SHAPES, key=lambda s: (-counts[s], s)):
+            if counts[shape] and shape_title(shape) not in named:
+                return shape_title(shape)
+        return sorted(named)[0] if named else "Title"  # nothing (new) to name: an answer that is rejected
+
+    def generate(self, prompts, max_new_tokens, stage=None):
+        self.stages += [stage] * len(prompts)
+        return [Generation(text=self.answer(p), prompt_tokens=len(p.split()), completion_tokens=3, cached=False)
+                for p in prompts]
+
+
+SHAPE_LLM = ShapeLLM()
 
 
 def in_vocabulary(text: str, dataset: str) -> bool:
@@ -55,17 +112,18 @@ def run(tmp_path_factory) -> dict:
     stages = dict(STAGES)
     stages["differences"] = Stage("differences", functools.partial(differences_stage, make_generator=_no_llm),
                                   STAGES["differences"].check_ready)
+    stages["themes"] = Stage("themes", functools.partial(themes_stage, make_generator=lambda c: (SHAPE_LLM, "")),
+                             STAGES["themes"].check_ready)
     summary = run_describe(cfg, stages)
     out = Path(summary["out_dir"])
     return {"cfg": cfg, "out": out, "root": root, "summary": summary, "results": load_stage_results(out),
             "inputs": build_inputs(cfg)}
 
 
-def test_the_four_stages_are_registered_and_done(run):
-    assert all(STAGES[n].run is not None for n in ("objects", "language", "differences", "explained"))
+def test_the_five_stages_are_registered_and_done(run):
+    assert all(STAGES[n].run is not None for n in STAGE_ORDER)
     status = run["summary"]["status"]
-    assert {n: status[n]["status"] for n in STAGE_ORDER if n != "themes"} == dict.fromkeys(
-        ("objects", "language", "differences", "explained"), "done")
+    assert {n: status[n]["status"] for n in STAGE_ORDER} == dict.fromkeys(STAGE_ORDER, "done")
 
 
 def test_objects_recover_the_planted_counts_and_vocabulary(run):
@@ -177,3 +235,55 @@ def test_the_llm_proposer_runs_when_a_generator_is_given_and_is_absent_otherwise
     assert yfcc and yfcc[0]["auroc"] > 0.6
     monkeypatch.setitem(sys.modules, "describe.llm", None)  # not importable
     assert default_make_generator(ctx) == (None, "not run: describe.llm not available")
+
+
+def _section(html: str, sid: str) -> str:
+    part = html[html.index(f'<section id="{sid}"'):]
+    return part[:part.index("</section>")]
+
+
+def test_themes_reach_the_report_and_failed_steps_are_listed_not_shown(run):
+    x, res = run["inputs"], run["results"]["themes"]
+    html = (run["out"] / "report.html").read_text()
+    section = _section(html, "themes")
+    cards = re.findall(r'<div class="card">(.*?)</div></div>', section)
+    assert len(cards) == 15 and GARBAGE not in "".join(cards)
+    by_step = {(f["dataset"], f["step"]): f for f in res["failed"]}
+    full = json.loads((run["out"] / res["files"]["full"]).read_text())
+    for k, name in enumerate(x.datasets):
+        themes = res["themes"][name]
+        assert len(themes) == 5 and res["per_dataset"][name]["captions"] == int(
+            (x.mask("propose") & (x.labels == k)).sum())  # the propose images' captions only
+        # most chunks' titles (a caption's most common shape) are shapes the generator favoured for this dataset
+        firsts = [titles[0] for titles in full["datasets"][name]["chunk_titles"] if titles]
+        assert len(firsts) == len(full["datasets"][name]["chunks"]) and sum(in_vocabulary(t, name) for t in firsts) >= 0.75 * len(firsts)
+        for j, t in enumerate(themes):
+            assert f'<div class="theme-title">{esc(t["title"])}</div>' in section
+            assert t["title"] in {shape_title(s) for s in SHAPES} and t["title_source"] in ("chunk", "chosen")
+            if t["title_source"] == "chosen":
+                assert "chosen, not written" in by_step[(name, f"themes.group_title group {j} title")]["reason"]
+            if t["title"] == "Circles":
+                assert t["description_source"] == "members" and (name, f"themes.sentence theme {j} sentence") \
+                    in by_step
+            else:
+                assert t["description"] == f"Images with {t['title'].lower()} among other shapes."
+    assert any(t["title"] == "Circles" for ts in res["themes"].values() for t in ts)
+    assert any(t["title_source"] == "chosen" for ts in res["themes"].values() for t in ts)
+    failed = section[section.index("Failed generations"):]
+    assert all(esc(step) in failed for _, step in by_step) and GARBAGE in failed
+    assert res["ledger"]["calls"] == len(SHAPE_LLM.stages) and set(res["ledger"]["stages"]) == set(SHAPE_LLM.stages)
+    assert "themes.title" in _section(html, "models")
+    assert full["prompt_version"] == "themes-v2" and full["settings"]["procedure"] == "slots"
+
+
+def test_the_themes_config_is_checked_before_any_work(run, tmp_path):
+    base = [*TINY, f"cache_dir={run['root'] / 'cache'}"]
+    check_themes(validate_describe_config(composed(*base)))  # the packaged SmolLM2 and MiniLM resolve
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['per_dataset'\]"):
+        check_themes(validate_describe_config(composed(*base, "+themes.per_dataset=5")))
+    with pytest.raises(ConfigError, match="themes.procedure"):
+        check_themes(validate_describe_config(composed(*base, "themes.procedure=tree")))
+    plain = validate_describe_config(composed(*base))
+    plain["llm"]["weights"] = {"local": str(tmp_path / "none")}
+    with pytest.raises(MissingModelError, match="does not exist"):
+        check_themes(plain)
