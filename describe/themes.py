@@ -452,7 +452,7 @@ def _list_procedure(found: dict[str, DatasetThemes], chunk_text: dict[str, list[
 _SLOT_PLACEHOLDERS = _PLACEHOLDERS | {"subject", "subjects", "main subject", "common subject", "another subject",
                                       "image", "images", "caption", "captions", "title", "answer", "none",
                                       "unknown", "n/a", "one to four words", "short title"}
-_LEAD = re.compile(r"^(?:(?:answer|title|subject|theme)\s*:\s*|(?:the\s+)?(?:main|most\s+common|other|another"
+_LEAD = re.compile(r"^(?:(?:answer|title|subject|theme)(?:\s+is)?\s*:\s*|(?:the\s+)?title\s+is\s+|(?:the\s+)?(?:main|most\s+common|other|another"
                    r"(?:\s+common)?|common)?\s*(?:subject|theme|topic)s?(?:\s+(?:in|of)\s+(?:these|this|the)\s+"
                    r"(?:images?|captions?|dataset))?\s*(?:is|are|:)\s+|(?:these|the|this)\s+images?\s+(?:shows?|"
                    r"depicts?|contains?|has|have)\s+)", re.IGNORECASE)
@@ -477,7 +477,7 @@ def parse_title(text: str, avoid: Sequence[str] = (), captions: Sequence[str] = 
     """
     line = next((ln.strip() for ln in (text or "").replace("\r", "").split("\n") if ln.strip()), "")
     line = _BULLET.sub("", line)
-    line = _ARTICLE.sub("", _LEAD.sub("", _clean(line)))
+    line = _ARTICLE.sub("", _clean(_LEAD.sub("", _clean(line))))
     title = _clean(line.rstrip("."))
     if not re.search(r"[A-Za-z]{2}", title):
         raise ThemeParseError(f"no title in {text[:60]!r}")
@@ -508,6 +508,8 @@ def parse_sentence(text: str, title: str = "", captions: Sequence[str] = ()) -> 
     para = next((p for p in re.split(r"\n\s*\n", (text or "").replace("\r", "")) if p.strip()), "")
     para = " ".join(_BULLET.sub("", ln.strip()) for ln in para.split("\n"))
     para = _SENTENCE_LEAD.sub("", _EMPHASIS.sub("", para).strip().strip("\"'“”"))
+    if title and _norm(para[:len(title) + 1]).startswith(_norm(title)) and para[len(title):].lstrip().startswith(":"):
+        para = para[len(title):].lstrip()[1:].strip()  # "Title: the sentence" -> the sentence
     match = re.match(r"(.+?[.!?])(?:\s|$)", para)
     sentence = " ".join((match.group(1) if match else para).split()).strip("\"'“” ")
     words = re.findall(r"[A-Za-z']+", sentence.lower())

@@ -253,6 +253,7 @@ def test_parse_title_reads_the_slot_and_rejects_what_is_no_title():
     assert parse_title("- geometric shapes on white") == "Geometric shapes on white"
     assert parse_title("The main subject of this image is a large pink cross.") == "Large pink cross"
     assert parse_title("These images show two large shapes") == "Two large shapes"
+    assert parse_title('Title is: "The Hexagon and a Rectangle"') == "Hexagon and a Rectangle"
     for bad, why in (("", "no title"), ("Title", "placeholder"), ("subject", "placeholder"),
                      ("There are many different kinds of shapes in these images.", "not a short title"),
                      ("Dogs", "repeats an earlier"), ("a photo of a dog", "copies a caption"),
@@ -265,6 +266,8 @@ def test_parse_title_reads_the_slot_and_rejects_what_is_no_title():
 def test_parse_sentence_keeps_one_sentence_and_rejects_garbage():
     assert parse_sentence("Description: Dogs run in a park. They are happy.") == "Dogs run in a park."
     assert parse_sentence('"small shapes on a white background"') == "Small shapes on a white background."
+    assert parse_sentence("Red cars: Red cars parked along a street.", title="Red cars") == \
+        "Red cars parked along a street."
     for bad, why in (("Dogs.", "fewer than four"), ("dog " * 12, "repeats itself"),
                      ("A photo of a dog on grass.", "copies a caption"), ("Red cars on roads", "repeats the title"),
                      (" ".join(["word"] + [f"w{i}x" for i in range(45)]), "more than one")):
