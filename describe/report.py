@@ -16,7 +16,9 @@ id                        what it shows, from which key of `report`
                           [counts]}}, ``ranking`` {source: {dataset: [{class, coef, ci95}]}}
 ``topics``                ``stages.language``: ``topics`` {dataset: [{words, weights}] or [[words]]},
                           ``wordclouds`` {dataset: PNG}, ``distinctive`` {dataset: [{word, z}]}
-``themes``                ``stages.themes``: ``themes`` {dataset: [{title, description}]}, ``failed``
+``themes``                ``stages.themes``: ``themes`` {dataset: [{title, description, title_source,
+                          description_source}]} (a title or description not written by the LLM for the
+                          theme is marked on its card: `theme_marks`), ``failed``
 ``differences``           ``stages.differences``: ``hypotheses`` [{text, dataset, proposer, auroc, p, q,
                           significant, evidence: {images: [sample ids], words, objects}}],
                           ``effect_matrix`` {datasets, hypotheses, values}
@@ -431,6 +433,27 @@ def section_topics(b: Builder) -> str:
     return "".join(out) or missing("The language stage wrote no topics, word clouds or words.")
 
 
+#: what a theme card says about where its title / description came from (describe.themes' title_source and
+#: description_source); ``written`` (the LLM wrote it for this theme) needs no mark
+TITLE_MARKS = {"chosen": "title chosen, not written: the LLM's title for this group was unusable, so the group's "
+                         "most central chunk title is shown",
+               "chunk": "title of the theme's one chunk (written for that caption chunk, not for the theme)"}
+DESCRIPTION_MARKS = {"members": "description is the member list: the LLM's sentence was unusable, so the chunk "
+                                "titles of the theme are listed"}
+
+
+def theme_marks(theme: Mapping[str, Any]) -> list[str]:
+    """The notes a theme card shows when its title or description was not written by the LLM for it (so a
+    reader never takes a chosen title or a listed description for the model's words); unknown sources are named."""
+    marks = []
+    title, desc = theme.get("title_source"), theme.get("description_source")
+    if title not in (None, "written"):
+        marks.append(TITLE_MARKS.get(str(title), f"title source: {title}"))
+    if desc not in (None, "written"):
+        marks.append(DESCRIPTION_MARKS.get(str(desc), f"description source: {desc}"))
+    return marks
+
+
 def section_themes(b: Builder) -> str:
     res = b.stage("themes")
     if res is None:
@@ -442,7 +465,9 @@ def section_themes(b: Builder) -> str:
             if not isinstance(t, Mapping):
                 t = {"title": t}
             body = t.get("description") or t.get("summary") or t.get("text") or ""
-            cards.append(f'<div class="card"><div class="theme-title">{esc(t.get("title"))}</div>'
+            marks = theme_marks(t)
+            note = f'<div class="note theme-source">{esc("; ".join(marks))}</div>' if marks else ""
+            cards.append(f'<div class="card"><div class="theme-title">{esc(t.get("title"))}</div>{note}'
                          f"<div>{esc(body)}</div></div>")
         out.append(f"<h3>{esc(dataset)}</h3>" + ("".join(cards) or missing("no theme parsed for this dataset")))
     failed = res.get("failed") or []
