@@ -5,7 +5,9 @@ Each stage is a function of a `describe.run.StageContext` (typed `Any` here: `de
 registers `STAGE_FUNCTIONS`, so this module must not import it back) returning the plain dict that `describe/report.py`'s contract names
 (its module docstring), with Arrow tables under ``tables`` (written as ``<stage>.<table>.parquet``) and figures in
 ``ctx.stage_dir(<stage>)`` (paths relative to the describe folder). Seeds come from ``ctx.seed``; what could not
-be used is listed under ``skipped`` / ``failed`` with its reason, never dropped.
+be used is listed under ``skipped`` / ``failed`` with its reason, never dropped. ``cache_use`` says what this run
+computed and what it read from the caches (ImageNet outputs, sentence or CLIP embeddings); with the LLM ledger's
+call counts it is the only part of a result that differs between a cold run and a rerun (besides wall times).
 
 * ``objects``: class presence per image from every source available (`describe.objects`): the planted
   generator's records (planted data), ImageNet classes computed here through the inference runner
@@ -151,6 +153,7 @@ def objects_stage(ctx: StageContext) -> dict[str, Any]:
     sha = [s.decode("ascii") for s in x.sha1s.tolist()]
     presences: dict[str, Any] = {}
     sources: dict[str, dict[str, Any]] = {}
+    cache_use: dict[str, dict[str, int]] = {}
     for source in ("planted_scene", "imagenet", "lvis", "ade20k"):
         if source not in wanted:
             sources[source] = {"status": "off", "reason": "not in objects.sources"}
@@ -162,9 +165,9 @@ def objects_stage(ctx: StageContext) -> dict[str, Any]:
                 sources[source] = {"status": "used", "reason": "the planted generator's own scene records"}
         elif source == "imagenet":
             presences[source], info = _imagenet(ctx, sha)
-            sources[source] = {"status": "used", "reason": f"imagenet_cls computed or reused in {info['store']} "
-                               f"({info['computed']} computed, {info['reused']} reused, {info['failed']} failed)",
-                               "model": info["model"]}
+            sources[source] = {"status": "used", "reason": f"imagenet_cls run through the inference runner, "
+                               f"its outputs cached in {info['store']}", "model": info["model"]}
+            cache_use["imagenet"] = {k: info[k] for k in ("computed", "reused", "failed")}
         else:
             presence, sources[source] = _side_presence(ctx, source, sha)
             if presence is not None:
@@ -175,7 +178,8 @@ def objects_stage(ctx: StageContext) -> dict[str, Any]:
     ids = np.asarray(x.sample_ids, dtype=object)
     out: dict[str, Any] = {"sources": sources, "top_classes": top, "share": {}, "unique_per_image": {},
                            "instances_per_image": {}, "ranking": {}, "rules": {}, "figures": {}, "seed": ctx.seed,
-                           "skipped": [], "models": [s["model"] for s in sources.values() if s.get("model")]}
+                           "skipped": [], "models": [s["model"] for s in sources.values() if s.get("model")],
+                           "cache_use": cache_use}
     tables: dict[str, pa.Table] = {}
     long: dict[str, list[str]] = {"sample_id": [], "source": [], "class": []}
     folder = ctx.stage_dir("objects")
@@ -363,6 +367,15 @@ def check_differences(plain: Mapping[str, Any]) -> None:
         generator.check_ready()
 
 
+def _encode_use(encoder: Any) -> dict[str, int]:
+    """What an encoder computed and what it read from its embedding cache in this run (``cache_use``: the part of
+    a stage result that differs between a cold run and a rerun, with the ledger's call counts)."""
+    stats = getattr(encoder, "stats", None)
+    if stats is None:
+        return {}
+    return {"computed": int(stats.computed), "cached": int(stats.cached), "batches": int(stats.batches)}
+
+
 def _evidence_lists(h: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     supports = [h.support, *[m.get("support") or {} for m in h.merged]]
     words = [{"word": s["word"], "z": s["z"]} for s in supports if "word" in s]
@@ -437,7 +450,8 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
         "proposers": proposers, "model": {"name": "similarity encoder", **encoder.identity},
         "failed": diff.proposal_failures, "skipped": diff.skipped,
         "files": {"full": "differences/differences.json", "similarity": "differences/similarity.parquet"},
-        "tables": {"similarity": diff.similarity_table()}}
+        "tables": {"similarity": diff.similarity_table()},
+        "cache_use": {"encoder": _encode_use(encoder)}}
     if ledger:
         out["ledger"] = ledger
     return out
@@ -539,7 +553,9 @@ def themes_stage(ctx: StageContext, make_generator: GeneratorFactory | None = No
     models = [{"name": "llm", **result.model}]
     if encoder is not None:
         models.append({"name": "title encoder", **dict(encoder.identity)})
+    cache_use = {"encoder": _encode_use(encoder)} if encoder is not None else {}
     return {"themes": themes, "failed": failed, "skipped": skipped, "ledger": result.ledger, "models": models,
+            "cache_use": cache_use,
             "procedure": {"name": procedure, "prompt_version": result.prompt_version, "images": "propose",
                           "settings": {k: v for k, v in result.settings.items() if k != "encoder"}},
             "per_dataset": per, "files": {"full": "themes/themes.json"}}
