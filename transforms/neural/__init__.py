@@ -1,3 +1,3 @@
 """Transforms that run a neural network through `bias.inference` (segmentation, depth, detection, ...)."""
 
-from transforms.neural import caption, depth, detect, generate, objects, sam, seg, vae  # noqa: F401  (registers them)
+from transforms.neural import caption, depth, detect, generate, imagenet, objects, sam, seg, vae  # noqa: F401  (registers them)

@@ -1,0 +1,386 @@
+"""`run_describe(cfg)`: everything `scripts/describe.py` does, from a composed describe config to report.html.
+
+1. Check everything that needs no heavy work: the config against its schema (`DescribeConfig`), the data
+   sources, the caption transform, each configured stage's `check_ready` (a missing model is a
+   `MissingModelError` before any work) and the side outputs marked `required` (a `DataError` naming the
+   command that computes them).
+2. Build the table every analysis reads (`describe.inputs.build_inputs`): the split's images, captions
+   (computed through the runner if missing), planted records, the propose/score roles.
+3. Run the configured stages in order, each a function of a `StageContext` registered in `STAGES`
+   (`objects`, `language`, `themes`, `differences`, `explained`); each returns a plain dict (JSON-ready;
+   Arrow tables under its ``tables`` key are written as parquet beside it). A stage slot without a
+   function is recorded as not run, with the reason, and the report says so; a stage that raises a
+   `BiasError` (its data or settings do not allow the analysis) is recorded as failed with the message and
+   the run goes on. Any other exception is a bug and stops the run.
+4. Write `runs/<data>/describe/` (or `out`): `inputs.parquet`, `inputs.json`, `<stage>.json` (+ parquet),
+   `stages.json` (status of every stage), `stage_times.json` (wall seconds per step) and `report.html`.
+   No timestamps in paths; a rerun overwrites (every costly model call is cached by content under
+   `cache_dir`, so a rerun costs little). Only the main process writes; under a launcher the other
+   processes share the caption computing, then wait.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from bias.core.errors import BiasError, ConfigError, DataError
+from bias.experiment.config import DataConfig, TransformConfig, _c, check_schema, to_plain
+
+STAGE_ORDER = ("objects", "language", "themes", "differences", "explained")
+SIDE_OUTPUTS = ("object_det", "seg")
+NOT_RUN, DONE, FAILED, SKIPPED = "not run", "done", "failed", "skipped"
+
+
+# --- the config -------------------------------------------------------------------------------------------
+
+@dataclass
+class WeightsSection:
+    """A model section: `weights` (a `bias.inference.weights.WeightSource` config) and the options its stage reads."""
+
+    OPEN: ClassVar[bool] = True
+    weights: Any = None
+
+
+@dataclass
+class OpenSection:
+    """A stage's options: its own code checks them (open: any key)."""
+
+    OPEN: ClassVar[bool] = True
+
+
+@dataclass
+class ClipSection:
+    OPEN: ClassVar[bool] = True
+    name: str = _c()
+    pretrained: str | None = None
+
+
+@dataclass
+class SideOutputsSection:
+    object_det: Literal["auto", "required", "off"] = "auto"
+    seg: Literal["auto", "required", "off"] = "auto"
+
+
+@dataclass
+class DifferencesSection:
+    OPEN: ClassVar[bool] = True
+    n_perm: int = _c(1000, min=1)
+    q: float = _c(0.05, gt=0, lt=1)
+    per_dataset: int = _c(8, min=1)
+    merge_similarity: float = _c(0.9, gt=0, max=1)
+    evidence_images: int = _c(6, min=0)
+
+
+@dataclass
+class ExplainedSection:
+    OPEN: ClassVar[bool] = True
+    top_k: int = _c(10, min=1)
+
+
+@dataclass
+class ReportSection:
+    thumb_size: int = _c(96, min=16, max=512)
+    examples_per_dataset: int = _c(4, min=0)
+    max_runs: int = _c(12, min=0)
+
+
+@dataclass
+class DescribeConfig:
+    """A composed `describe` config, without its `hydra` key."""
+
+    data: DataConfig = _c()
+    captions: TransformConfig = _c()
+    cache_dir: str = _c()
+    seed: int = _c(0, min=0)
+    out: str | None = None
+    runs_root: str = "runs"
+    num_workers: int | None = _c(None, min=0)
+    print_config: bool = False
+    compute_captions: bool = True
+    images_per_dataset: int | None = _c(None, gt=0)
+    propose_fraction: float = _c(0.5, gt=0, lt=1)
+    stages: list[Literal["objects", "language", "themes", "differences", "explained"]] = _c(list(STAGE_ORDER))
+    side_outputs: SideOutputsSection = field(default_factory=SideOutputsSection)
+    llm: WeightsSection = field(default_factory=WeightsSection)
+    encoder: WeightsSection = field(default_factory=WeightsSection)
+    clip: ClipSection | None = None
+    imagenet: WeightsSection = field(default_factory=WeightsSection)
+    objects: OpenSection = field(default_factory=OpenSection)
+    language: OpenSection = field(default_factory=OpenSection)
+    themes: OpenSection = field(default_factory=OpenSection)
+    differences: DifferencesSection = field(default_factory=DifferencesSection)
+    explained: ExplainedSection = field(default_factory=ExplainedSection)
+    report: ReportSection = field(default_factory=ReportSection)
+
+    @staticmethod
+    def cross_check(values: Mapping[str, Any], key: str) -> list[str]:
+        stages = list(values.get("stages") or [])
+        dupes = sorted({s for s in stages if stages.count(s) > 1})
+        problems = [f"stages: {dupes} listed twice"] if dupes else []
+        order = [s for s in STAGE_ORDER if s in stages]
+        if stages and stages != order and not dupes:
+            problems.append(f"stages: must follow the order {list(STAGE_ORDER)} (a stage reads the earlier ones), "
+                            f"got {stages}")
+        return problems
+
+
+def validate_describe_config(cfg: Any) -> dict[str, Any]:
+    """One `ConfigError` naming the key when the describe config is wrong; returns the plain config (no `hydra`)."""
+    plain = to_plain(cfg)
+    if isinstance(plain, Mapping):
+        plain = {k: v for k, v in plain.items() if k != "hydra"}
+    check_schema(plain, DescribeConfig)
+    return plain
+
+
+def describe_dir(cfg: Any) -> Path:
+    """`out` if given, else runs/<data>/describe (no timestamps: a rerun writes the same folder)."""
+    if cfg.get("out"):
+        return Path(str(cfg.out))
+    return Path(str(cfg.get("runs_root") or "runs")) / str(cfg.data.name) / "describe"
+
+
+# --- stages ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, the inputs, where to write, and the earlier stages' results."""
+
+    cfg: Any                       # the composed config (DictConfig)
+    plain: dict[str, Any]          # the same, as plain data (validated)
+    inputs: Any                    # describe.inputs.DescribeInputs
+    out_dir: Path                  # runs/<data>/describe
+    results: dict[str, dict[str, Any]]   # earlier stages' results by name (done stages only)
+    side_outputs: dict[str, Any]   # name -> OutputStore of each side output that is present (object_det, seg)
+    seed: int = 0
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(str(self.plain["cache_dir"]))
+
+    def options(self, name: str) -> dict[str, Any]:
+        """The config section `name` (e.g. 'differences', 'llm') as a plain dict ({} when absent or null)."""
+        return dict(self.plain.get(name) or {})
+
+    def stage_dir(self, name: str) -> Path:
+        """A folder for a stage's files (figures such as word clouds); the report reads them from here."""
+        path = self.out_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+StageFunction = Callable[[StageContext], dict[str, Any]]
+ReadyCheck = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass
+class Stage:
+    """One slot of the pipeline: `run(ctx) -> dict` and `check_ready(plain_cfg)` (raise before any work).
+
+    `needs`: stages whose results `run` reads (they must be configured to run before it).
+    """
+
+    name: str
+    run: StageFunction | None = None
+    check_ready: ReadyCheck | None = None
+    needs: tuple[str, ...] = ()
+
+
+#: the pipeline's slots, in order; the integrator fills them with `register_stage`
+STAGES: dict[str, Stage] = {name: Stage(name) for name in STAGE_ORDER}
+
+
+def register_stage(name: str, run: StageFunction, check_ready: ReadyCheck | None = None,
+                   needs: tuple[str, ...] = ()) -> None:
+    """Fill the slot `name` (one of `STAGE_ORDER`) with its function and readiness check."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; the slots are {list(STAGE_ORDER)}")
+    STAGES[name] = Stage(name, run, check_ready, tuple(needs))
+
+
+def check_stages(plain: Mapping[str, Any], stages: Mapping[str, Stage]) -> None:
+    """Every configured stage's readiness check and dependencies, before any work."""
+    wanted = list(plain.get("stages") or [])
+    for name in wanted:
+        stage = stages[name]
+        missing = [n for n in stage.needs if n not in wanted]
+        if stage.run is not None and missing:
+            raise ConfigError(f"stages: {name} reads the results of {missing}; add them to stages (before {name})")
+        if stage.run is not None and stage.check_ready is not None:
+            stage.check_ready(plain)
+
+
+# --- side outputs ---------------------------------------------------------------------------------------
+
+def side_output_transform(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """The transform of a side output from its packaged config (bias/configs/transform/<name>.yaml)."""
+    from omegaconf import OmegaConf
+
+    import bias.configs
+    from bias.experiment.run import transform_from_config
+
+    path = Path(bias.configs.__file__).parent / "transform" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"side_outputs.{name}: no packaged transform config {path.name}")
+    tcfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return transform_from_config({**tcfg, **dict(params or {})})
+
+
+def side_output_stores(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The stores of the side outputs that exist for this cache and image size; `required` ones that do not
+    exist are a `DataError` naming the command that computes them (checked before any work)."""
+    from transforms.base import output_store
+
+    found: dict[str, Any] = {}
+    data = plain["data"]
+    for name in SIDE_OUTPUTS:
+        mode = (plain.get("side_outputs") or {}).get(name, "auto")
+        if mode == "off":
+            continue
+        store = output_store(side_output_transform(name), plain["cache_dir"], data.get("resize_shorter"))
+        if (store.folder / "manifest.json").exists():
+            found[name] = store
+        elif mode == "required":
+            raise DataError(f"side_outputs.{name}=required but {store.folder} does not exist: run "
+                            f"python scripts/transform.py transform={name} data={data['name']} (plus the data "
+                            f"overrides of this run), or set side_outputs.{name}=auto")
+    return found
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+def _write_stage(result: Mapping[str, Any], out_dir: Path, name: str) -> dict[str, Any]:
+    """`<name>.json`, with every Arrow table under `tables` written as `<name>.<table>.parquet` (named in the JSON)."""
+    from bias.core.io import write_json, write_parquet_atomic
+
+    plain = dict(result)
+    tables = plain.pop("tables", None) or {}
+    files = {}
+    for tname, table in tables.items():
+        fname = f"{name}.{tname}.parquet"
+        write_parquet_atomic(table, out_dir / fname)
+        files[tname] = fname
+    if files:
+        plain["table_files"] = files
+    write_json(plain, out_dir / f"{name}.json")
+    return plain
+
+
+def run_stages(ctx: StageContext, stages: Mapping[str, Stage], times: dict[str, float],
+               show_progress: bool = True) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Run the configured stages in order: (results of the done ones, status of every slot)."""
+    from bias.core.progress import progress_bar
+
+    wanted = list(ctx.plain.get("stages") or [])
+    status: dict[str, dict[str, Any]] = {}
+    for name in STAGE_ORDER:
+        if name not in wanted:
+            status[name] = {"status": SKIPPED, "reason": "not in the configured stages (stages=...)"}
+        elif stages[name].run is None:
+            status[name] = {"status": NOT_RUN, "reason": f"stage {name!r} is not available in this build "
+                            "(no function registered in describe.run.STAGES)"}
+    bar = progress_bar(total=len(wanted), desc="describe", unit="stage", disable=not show_progress)
+    for name in wanted:
+        stage = stages[name]
+        bar.set_postfix_str(name)
+        if stage.run is None:
+            bar.update(1)
+            continue
+        unmet = [n for n in stage.needs if n not in ctx.results]
+        if unmet:
+            status[name] = {"status": NOT_RUN, "reason": f"needs the results of {unmet}, which did not finish"}
+            bar.update(1)
+            continue
+        start = time.perf_counter()
+        try:
+            result = stage.run(ctx)
+        except BiasError as err:  # the data or a setting does not allow this analysis: say so, go on
+            times[name] = round(time.perf_counter() - start, 3)
+            status[name] = {"status": FAILED, "reason": str(err), "seconds": times[name]}
+            bar.update(1)
+            continue
+        if not isinstance(result, Mapping):
+            raise TypeError(f"stage {name!r} returned {type(result).__name__}, not a dict")
+        times[name] = round(time.perf_counter() - start, 3)
+        ctx.results[name] = _write_stage(result, ctx.out_dir, name)
+        status[name] = {"status": DONE, "seconds": times[name]}
+        bar.update(1)
+    bar.close()
+    return ctx.results, status
+
+
+def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[str, Any]:
+    """`scripts/describe.py`: the whole describe run (module docstring); returns a summary with the report path.
+
+    `stages`: the stage slots to use (default `STAGES`, as the integrator filled them).
+    """
+    from bias.core.distributed import partial_state
+    from bias.core.io import write_json, write_parquet_atomic
+    from bias.data.sources import resolve_sources
+    from describe.inputs import build_inputs, caption_transform
+    from describe.report import collect_report, write_report
+
+    stages = dict(stages if stages is not None else STAGES)
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    plain = validate_describe_config(cfg)
+    for source in resolve_sources(plain["data"]).values():
+        source.check()
+    captions = caption_transform(plain["captions"])
+    captions.check_sources(resolve_sources(plain["data"]))
+    check_stages(plain, stages)                # missing models fail here, before any work
+    side = side_output_stores(plain)           # required side outputs too
+    times["checks"] = round(time.perf_counter() - start, 3)
+
+    state = partial_state()
+    out_dir = describe_dir(cfg)
+    mark = time.perf_counter()
+    inputs = build_inputs(cfg, state, captions)
+    times["inputs"] = round(time.perf_counter() - mark, 3)
+    if not state.is_main_process:  # the analyses and the report are the main process's
+        state.wait_for_everyone()
+        return {"out_dir": str(out_dir)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(plain, out_dir / "config.json")
+    write_parquet_atomic(inputs.to_table(), out_dir / "inputs.parquet")
+    write_json(inputs.summary(), out_dir / "inputs.json")
+    ctx = StageContext(cfg, plain, inputs, out_dir, {}, side, int(plain["seed"]))
+    results, status = run_stages(ctx, stages, times, show_progress=state.is_local_main_process)
+    write_json(status, out_dir / "stages.json")
+    mark = time.perf_counter()
+    report = collect_report(plain, inputs, results, status, times, out_dir, sorted(side))
+    path = write_report(report, out_dir / "report.html")
+    times["report"] = round(time.perf_counter() - mark, 3)
+    times["total"] = round(time.perf_counter() - start, 3)
+    write_json(times, out_dir / "stage_times.json")
+    state.wait_for_everyone()
+    done = [n for n, s in status.items() if s["status"] == DONE]
+    print(f"describe {plain['data']['name']}: {len(inputs)} images, {inputs.summary()['n_missing_captions']} without "
+          f"caption; stages done {done or 'none'}; report: {path}")
+    return {"out_dir": str(out_dir), "report": str(path), "status": status, "times": times}
+
+
+def load_stage_results(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The `<stage>.json` results of a finished describe folder (e.g. to rebuild its report)."""
+    out = {}
+    for name in STAGE_ORDER:
+        path = Path(out_dir) / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def _register_stage_functions() -> None:
+    """Fill the slots with the real stage functions of describe/stages.py (when this module is imported)."""
+    from describe.stages import STAGE_FUNCTIONS
+
+    for name, (run, check_ready, needs) in STAGE_FUNCTIONS.items():
+        register_stage(name, run, check_ready, needs)
+
+
+_register_stage_functions()
