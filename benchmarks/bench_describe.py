@@ -63,9 +63,17 @@ def run_cold(overrides: list[str], folder: Path) -> dict[str, Any]:
                 ledgers[stage] = ledger
     inputs = json.loads((out / "inputs.json").read_text())
     themes = json.loads((out / "themes.json").read_text()) if (out / "themes.json").exists() else {}
+    diff = json.loads((out / "differences.json").read_text()) if (out / "differences.json").exists() else {}
+    status = json.loads((out / "stages.json").read_text())
     return {"command": cmd, "wall_s": round(wall, 1), "stage_times": times, "ledgers": ledgers,
             "images": inputs["n_images"], "datasets": inputs["datasets"],
-            "themes_per_dataset": themes.get("per_dataset", {}), "last_line": proc.stdout.strip().splitlines()[-1:]}
+            "status": {name: s["status"] for name, s in status.items()},
+            "themes_per_dataset": themes.get("per_dataset", {}),
+            "themes": {d: [t["title"] for t in ts] for d, ts in (themes.get("themes") or {}).items()},
+            "themes_failed_steps": len(themes.get("failed") or []),
+            "significant": {d: [h["text"] for h in diff.get("hypotheses", []) if h["dataset"] == d and h["significant"]]
+                            for d in inputs["datasets"]},
+            "last_line": proc.stdout.strip().splitlines()[-1:]}
 
 
 def projection(result: dict[str, Any], prefill_tps: float, decode_tps: float,
@@ -103,15 +111,25 @@ def main() -> None:
     parser.add_argument("--prefill-tps", type=float, default=5000.0, help="ASSUMED prompt tokens/s of a 7B LLM")
     parser.add_argument("--decode-tps", type=float, default=1000.0, help="ASSUMED generated tokens/s of a 7B LLM")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="run in this (new, empty) folder and keep it (report.html under out/)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench_describe_") as tmp:
-        result = run_cold(args.overrides, Path(tmp))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        result = run_cold(args.overrides, args.keep.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_describe_") as tmp:
+            result = run_cold(args.overrides, Path(tmp))
     result["projection"] = projection(result, args.prefill_tps, args.decode_tps)
     print(f"cold describe run: {result['wall_s']} s wall for {result['images']} images "
           f"({os.cpu_count()} cores visible), overrides {args.overrides or 'none (the demo)'}")
     print("stage times (s, the run's stage_times.json):")
     for name, seconds in result["stage_times"].items():
         print(f"  {name:12s} {seconds:8.1f}")
+    print(f"stage status: {result['status']}")
+    print(f"themes: {result['themes']} ({result['themes_failed_steps']} failed steps, listed in the report)")
+    for name, texts in result["significant"].items():
+        print(f"significant differences {name}: {len(texts)} {texts[:4]}")
     for stage, ledger in result["ledgers"].items():
         print(f"tokens {stage}: {ledger['calls']} calls, {ledger['prompt_tokens']} prompt + "
               f"{ledger['completion_tokens']} completion tokens ({ledger['model_calls']} model calls)")

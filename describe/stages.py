@@ -356,6 +356,12 @@ def llm_generator(plain: Mapping[str, Any]) -> Any:
     return CachedGenerator(_SHARED_LLM["model"], plain["cache_dir"])
 
 
+def release_llm() -> None:
+    """Drop the shared LLM (`llm_generator`): `describe.run.run_describe` calls it when its stages are done, so a
+    process that goes on (tests, a notebook) does not keep the model in memory."""
+    _SHARED_LLM.clear()
+
+
 def _llm_generator(plain: Mapping[str, Any]) -> tuple[Any | None, str]:
     """The differences proposer's LLM (`llm_generator`), or None and why (switched off, or not importable)."""
     if not (plain.get("differences") or {}).get("llm_proposer", True):

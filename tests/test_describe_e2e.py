@@ -47,8 +47,8 @@ SMALL = ["data.per_dataset=10", "data.val_per_dataset=6", "data.generator.n_per_
          "data.generator.size=48", "num_workers=0"]
 #: few, short LLM calls: one one-caption chunk and one theme per dataset (a title, then its sentence), 2 + 2
 #: captions per proposer prompt (each call at most twice: the first answer and one retry)
-FEW_CALLS = ["themes.max_chunks=1", "themes.n_themes=1", "themes.max_new_tokens_sentence=16",
-             "llm.max_new_tokens=12", "differences.llm_captions=2",
+FEW_CALLS = ["themes.max_chunks=1", "themes.n_themes=1", "themes.max_new_tokens_sentence=12",
+             "llm.max_new_tokens=8", "differences.llm_captions=2",
              "differences.per_dataset=4", "differences.n_perm=500", "objects.bootstrap=20"]
 #: keys whose values say what a run computed or read from the caches: the only ones a rerun may change
 ACCOUNTING = {"cache_use", "seconds", "cached_calls", "model_calls", "model_prompt_tokens", "model_completion_tokens"}
@@ -165,7 +165,7 @@ def test_a_rerun_is_served_from_the_caches_and_writes_the_same_results(real):
         use = again[stage]["cache_use"]["encoder"]
         assert use["computed"] == 0 and use["batches"] == 0 and use["cached"] > 0, (stage, use)
     captions = json.loads((real["again"] / "inputs.json").read_text())["caption_source"]
-    assert captions.get("computed", 0) == 0, captions
+    assert (captions["computed"], captions["reused"]) == (0, 48), captions
     first, second = _json(real["out"]), _json(real["again"])
     assert sorted(first) == sorted(second)
     for name in first:
