@@ -350,7 +350,12 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     write_parquet_atomic(inputs.to_table(), out_dir / "inputs.parquet")
     write_json(inputs.summary(), out_dir / "inputs.json")
     ctx = StageContext(cfg, plain, inputs, out_dir, {}, side, int(plain["seed"]))
-    results, status = run_stages(ctx, stages, times, show_progress=state.is_local_main_process)
+    try:
+        results, status = run_stages(ctx, stages, times, show_progress=state.is_local_main_process)
+    finally:
+        from describe.stages import release_llm
+
+        release_llm()  # the LLM the stages shared is not kept once they are done
     write_json(status, out_dir / "stages.json")
     mark = time.perf_counter()
     report = collect_report(plain, inputs, results, status, times, out_dir, sorted(side))

@@ -327,17 +327,39 @@ def make_encoder(plain: Mapping[str, Any]) -> Any:
     return sentence_encoder(plain)
 
 
+#: the last `HFCausalLM` built by `llm_generator` and its settings: the themes stage and the LLM proposer of one
+#: run share it, so the model is loaded (and its weights hashed) once per process, not once per stage
+_SHARED_LLM: dict[str, Any] = {}
+
+
 def llm_generator(plain: Mapping[str, Any]) -> Any:
     """The one LLM builder of the stages: `describe.llm.CachedGenerator` over `HFCausalLM` from the ``llm``
-    section (weights, batch_size, device, dtype; the call cache under ``cache_dir``), not loaded yet.
-    Raises ImportError when `describe.llm` cannot be imported."""
+    section (weights, batch_size, device, dtype; the call cache under ``cache_dir``), not loaded yet. The same
+    settings give the same `HFCausalLM` object (one load per process, `_SHARED_LLM`; not for ``local`` weights,
+    whose files can change in place); each call gets its own `CachedGenerator`, so each stage has its own token
+    ledger. Raises ImportError when `describe.llm` cannot be imported."""
+    import json
+
     from describe.llm import CachedGenerator, HFCausalLM
 
     opts = dict(plain.get("llm") or {})
     weights = {"weights": opts["weights"]} if opts.get("weights") else {}
-    inner = HFCausalLM(**weights, batch_size=int(opts.get("batch_size", 8)), device=str(opts.get("device", "auto")),
-                       dtype=str(opts.get("dtype", "auto")), cache_root=plain["cache_dir"])
-    return CachedGenerator(inner, plain["cache_dir"])
+    settings = {**weights, "batch_size": int(opts.get("batch_size", 8)), "device": str(opts.get("device", "auto")),
+                "dtype": str(opts.get("dtype", "auto")), "cache_root": str(plain["cache_dir"])}
+    key = json.dumps(settings, sort_keys=True, default=str)
+    fresh = HFCausalLM(**settings)  # cheap: nothing is read until it is used
+    if fresh.source is not None and fresh.source.kind == "local":  # files that can change in place: not shared
+        return CachedGenerator(fresh, plain["cache_dir"])
+    if _SHARED_LLM.get("key") != key:
+        _SHARED_LLM.clear()  # one model at a time: a run with other settings frees the last one
+        _SHARED_LLM.update(key=key, model=fresh)
+    return CachedGenerator(_SHARED_LLM["model"], plain["cache_dir"])
+
+
+def release_llm() -> None:
+    """Drop the shared LLM (`llm_generator`): `describe.run.run_describe` calls it when its stages are done, so a
+    process that goes on (tests, a notebook) does not keep the model in memory."""
+    _SHARED_LLM.clear()
 
 
 def _llm_generator(plain: Mapping[str, Any]) -> tuple[Any | None, str]:
