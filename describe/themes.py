@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -281,49 +281,6 @@ def _theme_lines(themes: Sequence[Theme]) -> str:
     return "\n".join(f"- {t.title}: {t.description}" for t in themes)
 
 
-class _Asker:
-    """Asks a batch of prompts, re-asks the unparseable once with the stricter prompt, records failures."""
-
-    def __init__(self, generator: TextGenerator, ledger: TokenLedger, failures: list[ThemeFailure]) -> None:
-        self.generator, self.ledger, self.failures = generator, ledger, failures
-
-    def _generate(self, prompts: list[str], max_new_tokens: int, stage: str) -> list[Generation]:
-        if not prompts:
-            return []
-        out = self.generator.generate(prompts, max_new_tokens, stage=stage)
-        self.ledger.record(stage, out)
-        return out
-
-    def ask(self, jobs: list[tuple[str, str, str, int, int]], max_new_tokens: int,
-            stage: str) -> list[list[Theme] | None]:
-        """jobs: (dataset, step, prompt, expected or 0, k); the themes of each, or None (a failure recorded)."""
-        results: list[list[Theme] | None] = [None] * len(jobs)
-        raw: list[list[str]] = [[] for _ in jobs]
-        reasons: list[list[str]] = [[] for _ in jobs]
-        todo = list(range(len(jobs)))
-        for attempt in range(2):
-            prompts = [jobs[i][2] + (STRICT_SUFFIX.format(k=jobs[i][4]) if attempt else "") for i in todo]
-            outs = self._generate(prompts, max_new_tokens, stage)
-            again = []
-            for i, g in zip(todo, outs):
-                raw[i].append(g.text)
-                if g.failed is not None:
-                    reasons[i].append(f"generation failed: {g.failed}")
-                    again.append(i)
-                    continue
-                try:
-                    results[i] = parse_themes(g.text, expected=jobs[i][3] or None)
-                except ThemeParseError as error:
-                    reasons[i].append(str(error))
-                    again.append(i)
-            todo = again
-        for i in todo:
-            dataset, step = jobs[i][0], jobs[i][1]
-            self.failures.append(ThemeFailure(dataset=dataset, stage=stage, step=step, reasons=reasons[i],
-                                              raw=raw[i]))
-        return results
-
-
 def describe_themes(captions: Mapping[str, Sequence[str | None]], generator: TextGenerator, *,
                     procedure: str = "slots", encoder: Any = None, seed: int = 0, chunk_size: int = 20,
                     max_chunks: int | None = None, n_themes: int = 5, chunk_themes: int = 3, merge_fanin: int = 8,
@@ -388,7 +345,7 @@ def describe_themes(captions: Mapping[str, Sequence[str | None]], generator: Tex
         settings.update(merge_fanin=merge_fanin, max_new_tokens_chunk=max_new_tokens_chunk,
                         max_new_tokens_merge=max_new_tokens_merge)
     else:
-        per_chunk = _slots(found, chunk_text, cleaned, encoder, _SlotAsker(generator, ledger, failures), failures,
+        per_chunk = _slots(found, chunk_text, cleaned, encoder, _Asker(generator, ledger, failures), failures,
                            n_themes=n_themes, chunk_themes=chunk_themes, max_new_tokens_title=max_new_tokens_title,
                            max_new_tokens_sentence=max_new_tokens_sentence)
         settings.update(titles_asked_per_chunk=per_chunk, max_new_tokens_title=max_new_tokens_title,
@@ -403,12 +360,12 @@ def _list_procedure(found: dict[str, DatasetThemes], chunk_text: dict[str, list[
                     failures: list[ThemeFailure], *, n_themes: int, chunk_themes: int, merge_fanin: int,
                     max_new_tokens_chunk: int, max_new_tokens_merge: int) -> None:
     """The list procedure (module docstring) on prepared chunks; fills `found`."""
-    jobs: list[tuple[str, str, str, int, int]] = []
+    jobs: list[_Job] = []
     owners: list[tuple[str, int]] = []
     for name, d in found.items():
         for c, chunk in enumerate(d.chunks):
-            jobs.append((name, f"chunk {c}", CHUNK_PROMPT.format(n=len(chunk), captions=chunk_text[name][c],
-                                                                 k=chunk_themes), 0, chunk_themes))
+            jobs.append(_list_job(name, f"chunk {c}", CHUNK_PROMPT.format(n=len(chunk), captions=chunk_text[name][c],
+                                                                          k=chunk_themes), 0, chunk_themes))
             owners.append((name, c))
     for (name, c), themes in zip(owners, asker.ask(jobs, max_new_tokens_chunk, CHUNK_STAGE)):
         found[name].chunk_themes[c] = themes[:chunk_themes] if themes else None
@@ -429,9 +386,9 @@ def _list_procedure(found: dict[str, DatasetThemes], chunk_text: dict[str, list[
             final = len(lists) <= merge_fanin
             for g in range(0, len(lists), merge_fanin):
                 group = [t for themes in lists[g:g + merge_fanin] for t in themes]
-                jobs.append((name, f"merge level {level} group {g // merge_fanin}",
-                             MERGE_PROMPT.format(themes=_theme_lines(group), k=n_themes),
-                             n_themes if final else 0, n_themes))
+                jobs.append(_list_job(name, f"merge level {level} group {g // merge_fanin}",
+                                      MERGE_PROMPT.format(themes=_theme_lines(group), k=n_themes),
+                                      n_themes if final else 0, n_themes))
                 owners.append((name, int(final)))
         answers = asker.ask(jobs, max_new_tokens_merge, MERGE_STAGE)
         nxt: dict[str, list[list[Theme]]] = {name: [] for name in levels}
@@ -559,12 +516,29 @@ class _Job:
     dataset: str
     step: str
     prompt: str
-    kind: str  # "title" or "sentence": which parser and which stricter suffix
-    parse: Any  # text -> value, or ThemeParseError
+    strict: str  # added to the prompt when it is asked again
+    parse: Callable[[Generation], Any]  # the answer's value, or ThemeParseError
 
 
-class _SlotAsker:
-    """Asks one-slot prompts, re-asks the unparseable once with the stricter prompt, records failures."""
+def _list_job(dataset: str, step: str, prompt: str, expected: int, k: int) -> _Job:
+    """A prompt of the list procedure: numbered themes (exactly `expected` of them when non-zero)."""
+    return _Job(dataset, step, prompt, STRICT_SUFFIX.format(k=k),
+                lambda g: parse_themes(g.text, expected=expected or None))
+
+
+def _slot_job(dataset: str, step: str, prompt: str, kind: str, parse: Callable[[str], Any]) -> _Job:
+    """A one-slot prompt (`kind` "title" or "sentence"): an answer cut off by max_new_tokens is refused."""
+    def checked(g: Generation) -> Any:
+        if g.stop == "length" and (kind == "title" and "\n" not in g.text.strip() or
+                                   kind == "sentence" and not re.search(r"[.!?]", g.text)):
+            raise ThemeParseError("cut off at max_new_tokens before the answer ended")
+        return parse(g.text)
+
+    return _Job(dataset, step, prompt, SLOT_STRICT[kind], checked)
+
+
+class _Asker:
+    """Asks a batch of prompts, re-asks the unparseable once with the stricter prompt, records failures."""
 
     def __init__(self, generator: TextGenerator, ledger: TokenLedger, failures: list[ThemeFailure]) -> None:
         self.generator, self.ledger, self.failures = generator, ledger, failures
@@ -578,7 +552,7 @@ class _SlotAsker:
         for attempt in range(2):
             if not todo:
                 break
-            prompts = [jobs[i].prompt + (SLOT_STRICT[jobs[i].kind] if attempt else "") for i in todo]
+            prompts = [jobs[i].prompt + (jobs[i].strict if attempt else "") for i in todo]
             outs = self.generator.generate(prompts, max_new_tokens, stage=stage)
             self.ledger.record(stage, outs)
             again = []
@@ -589,10 +563,7 @@ class _SlotAsker:
                     again.append(i)
                     continue
                 try:
-                    if g.stop == "length" and (jobs[i].kind == "title" and "\n" not in g.text.strip() or
-                                               jobs[i].kind == "sentence" and not re.search(r"[.!?]", g.text)):
-                        raise ThemeParseError("cut off at max_new_tokens before the answer ended")
-                    results[i] = jobs[i].parse(g.text)
+                    results[i] = jobs[i].parse(g)
                 except ThemeParseError as error:
                     reasons[i].append(str(error))
                     again.append(i)
@@ -623,7 +594,7 @@ def _related(encoder: Any, answer: str, targets: Sequence[str], minimum: float, 
 
 
 def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned: dict[str, list[str | None]],
-           encoder: Any, asker: _SlotAsker, failures: list[ThemeFailure], *, n_themes: int, chunk_themes: int,
+           encoder: Any, asker: _Asker, failures: list[ThemeFailure], *, n_themes: int, chunk_themes: int,
            max_new_tokens_title: int, max_new_tokens_sentence: int) -> dict[str, int]:
     """The slots procedure (module docstring) on prepared chunks; fills `found`; returns titles asked per chunk."""
     per_chunk = {name: max(chunk_themes, math.ceil(n_themes / len(d.chunks))) if d.chunks else 0
@@ -643,7 +614,7 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                 prompt = (ONE_CAPTION_TITLE_PROMPT.format(caption=chunk_caps[0]) if len(chunk) == 1 and not so_far
                           else FIRST_TITLE_PROMPT.format(captions=caps) if not so_far else
                           NEXT_TITLE_PROMPT.format(captions=caps, besides=_besides(so_far)))
-                jobs.append(_Job(name, f"chunk {c} title {r + 1}", prompt, "title",
+                jobs.append(_slot_job(name, f"chunk {c} title {r + 1}", prompt, "title",
                                  lambda t, a=tuple(so_far), cc=tuple(chunk_caps): _related(
                                      encoder, parse_title(t, a, cc), cc, MIN_SIMILARITY["title"])))
                 owners.append((name, c))
@@ -691,7 +662,7 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
         for k, plan in enumerate(plans[name]):
             if len(plan["members"]) > 1:
                 others = [m for j, p in enumerate(plans[name]) if j != k for m in p["members"]]
-                group_jobs.append(_Job(name, f"group {k} title",
+                group_jobs.append(_slot_job(name, f"group {k} title",
                                        GROUP_TITLE_PROMPT.format(titles=_caption_lines(plan["members"])), "title",
                                        lambda t, a=tuple(others), m=tuple(plan["members"]): _related(
                                            encoder, parse_title(t, a), m, MIN_SIMILARITY["group"], "mean")))
@@ -723,7 +694,7 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                 vecs = np.asarray(encoder.embed_texts([plan["title"], *caps]), dtype=np.float64)
                 near = np.argsort(-(vecs[1:] @ vecs[0]), kind="stable")[:SENTENCE_CAPTIONS]
                 caps = [caps[j] for j in sorted(near)]
-            sentence_jobs.append(_Job(name, f"theme {k} sentence",
+            sentence_jobs.append(_slot_job(name, f"theme {k} sentence",
                                       SENTENCE_PROMPT.format(captions=_caption_lines(caps), title=plan["title"]),
                                       "sentence", lambda t, ti=plan["title"], cc=tuple(caps): _related(
                                           encoder, parse_sentence(t, ti, cc), [ti], MIN_SIMILARITY["sentence"])))
