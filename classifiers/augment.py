@@ -7,16 +7,100 @@ which group it uses (`Transform.augment_group`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def crop_box(width: int, height: int, scale: Sequence[float], ratio: Sequence[float],
+             rng: random.Random) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of a random-resized-crop box, torchvision's rule with `rng`'s draws.
+
+    Ten tries of an area share in `scale` and a log-uniform aspect ratio in `ratio`; if none fits,
+    the centre crop with the ratio clamped into `ratio`. Same distribution as
+    ``T.RandomResizedCrop.get_params``, which pays ~50 us per image for its one-element torch draws.
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class SeededRandomResizedCrop:
+    """RandomResizedCrop (bicubic) whose box comes from Python's `random`, which `ImageDataset` seeds per
+    sample (as it seeds torch's generator); the crop and resize are torchvision's."""
+
+    def __init__(self, size: int, scale: Sequence[float], ratio: Sequence[float],
+                 interpolation: InterpolationMode = InterpolationMode.BICUBIC) -> None:
+        self.size, self.scale, self.ratio, self.interpolation = [size, size], tuple(scale), tuple(ratio), interpolation
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        top, left, h, w = crop_box(img.width, img.height, self.scale, self.ratio, random)
+        return TF.resized_crop(img, top, left, h, w, self.size, self.interpolation, antialias=True)
+
+    def __repr__(self) -> str:
+        return f"SeededRandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
+
+
+class SeededHorizontalFlip:
+    """Mirror with probability `p`, drawn from Python's `random` (seeded per sample)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if random.random() < self.p else img
+
+
+def to_unit_tensor(img: Image.Image) -> torch.Tensor:
+    """``T.ToTensor()`` (C x H x W float32 in [0, 1], the same values) without its per-call overhead for
+    8-bit RGB and grey images; other modes go through torchvision."""
+    if img.mode not in ("RGB", "L"):
+        return TF.to_tensor(img)
+    arr = np.asarray(img)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    return t.contiguous().to(torch.float32).div(255)
+
+
+class ChannelNormalize:
+    """``T.Normalize(mean, std)`` on a C x H x W float tensor, the same values, without its checks and clone."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sub(self.mean.to(x.dtype)).div_(self.std.to(x.dtype))
+
+    def __repr__(self) -> str:
+        return f"ChannelNormalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
 
 def _group(recipe: Mapping[str, Any], group: str) -> Mapping[str, Any]:
@@ -36,25 +120,22 @@ def normalizer(recipe: Mapping[str, Any], group: str, transform: str | None = No
     """
     normalize = _group(recipe, group).get("normalize", False)
     normalize = (recipe.get("normalize_overrides") or {}).get(transform, normalize)
-    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else None
+    return ChannelNormalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else None
 
 
 def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
     spec = _group(recipe, group)
     size = int(recipe["image_size"])
-    steps: list[Callable] = [
-        T.RandomResizedCrop(size, scale=tuple(recipe["crop_scale"]), ratio=tuple(recipe["crop_ratio"]),
-                            interpolation=InterpolationMode.BICUBIC)
-    ]
+    steps: list[Callable] = [SeededRandomResizedCrop(size, recipe["crop_scale"], recipe["crop_ratio"])]
     if spec.get("hflip", False):
-        steps.append(T.RandomHorizontalFlip())
+        steps.append(SeededHorizontalFlip())
     if spec.get("randaugment"):
         from timm.data.auto_augment import rand_augment_transform
 
         hparams = {"translate_const": int(size * 0.45), "img_mean": tuple(round(255 * m) for m in IMAGENET_MEAN),
                    "interpolation": Image.BICUBIC}
         steps.append(posterize_to_zero_bits(rand_augment_transform(str(spec["randaugment"]), hparams)))
-    return T.Compose([*steps, T.ToTensor()])
+    return T.Compose([*steps, to_unit_tensor])
 
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
@@ -87,4 +168,4 @@ def eval_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image
     _group(recipe, group)
     size = int(recipe["image_size"])
     resize = int(recipe.get("eval_resize") or size)
-    return T.Compose([T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor()])
+    return T.Compose([T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size), to_unit_tensor])

@@ -3,6 +3,9 @@
 Every random choice of the pipeline (crop, flip, RandAugment, per-sample permutations) is
 seeded from (run seed, epoch, sample index), so results do not depend on the number of
 worker processes, the number of ranks, or on whether training was resumed.
+
+Decoding is deterministic, so a run may keep decoded images in RAM (`DecodeCache`, a byte budget
+per process): the probes' pass fills it and every training epoch after it skips the decode.
 """
 
 from __future__ import annotations
@@ -24,6 +27,53 @@ from transforms.base import Transform
 
 SEED_SALT_TRAIN = 1
 SEED_SALT_VAL = 2
+
+
+class DecodeCache:
+    """Decoded images (and decode failures) of one run, in RAM up to `max_bytes` per process.
+
+    Keyed by (read path, resize_shorter); filled first come, first kept, until the budget is spent
+    (then the remaining images are decoded every time, as without a cache). Shared by the datasets
+    of a run: the baselines' eval-view pass decodes the train and val images once, and training
+    reuses them every epoch. Loader workers each hold their own copy (the budget is per process).
+    Cached arrays are read-only; callers that change pixels work on a copy.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes, self.bytes, self.hits, self.misses = int(max_bytes), 0, 0, 0
+        self._items: dict[tuple[str, int | None], np.ndarray | ImageDecodeError] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def load(self, read_path: str, resize_shorter: int | None) -> np.ndarray:
+        """`bias.data.sources.load_image(read_path, resize_shorter)`, from RAM when it was decoded before."""
+        key = (read_path, resize_shorter)
+        hit = self._items.get(key)
+        if hit is not None:
+            self.hits += 1
+            if isinstance(hit, ImageDecodeError):
+                raise ImageDecodeError(hit.reason, read_path)
+            return hit
+        self.misses += 1
+        try:
+            image = load_image(read_path, resize_shorter=resize_shorter)
+        except ImageDecodeError as err:
+            self._items[key] = err  # a bad file stays bad: reported again without reading it again
+            raise
+        if self.bytes + image.nbytes <= self.max_bytes:
+            image.flags.writeable = False
+            self._items[key] = image
+            self.bytes += image.nbytes
+        return image
+
+
+def decode_cache_from_recipe(recipe) -> DecodeCache | None:
+    """The run's `DecodeCache` from `recipe.decode_cache_mb` (0 or absent: none)."""
+    mb = float(recipe.get("decode_cache_mb") or 0)
+    return DecodeCache(int(mb * 2**20)) if mb > 0 else None
 
 
 class EpochSampler(Sampler):
@@ -70,6 +120,7 @@ class ImageDataset(Dataset):
         resize_shorter: int | None = None,
         report_paths: Sequence[str] | None = None,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        decode_cache: DecodeCache | None = None,
     ) -> None:
         # packed, not a list of str: forked loader workers would otherwise copy them page by page
         self.read_paths = as_string_column(read_paths)
@@ -77,6 +128,7 @@ class ImageDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.transform, self.normalize = augment, transform, normalize
         self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter
+        self.decode_cache = decode_cache
         self.vector = transform is not None and transform.output == "vector"
         self.placeholder_shape = (transform.vector_size(),) if self.vector else (3, image_size, image_size)
 
@@ -92,11 +144,17 @@ class ImageDataset(Dataset):
         item = {"label": int(self.labels[index]), "index": index, "ok": True, "reason": "",
                 "path": self.report_paths[index]}
         try:
-            image = load_image(self.read_paths[index], resize_shorter=self.resize_shorter)
+            path = self.read_paths[index]
+            if self.decode_cache is None:
+                image = load_image(path, resize_shorter=self.resize_shorter)
+            else:
+                image = self.decode_cache.load(path, self.resize_shorter)
         except ImageDecodeError as err:
             item.update(ok=False, reason=err.reason, image=torch.zeros(self.placeholder_shape))
             return item
         t = self.transform
+        if not image.flags.writeable and t is not None and (self.vector or (t.kind == "online" and t.has_image_stage)):
+            image = image.copy()  # a cached decode: the transform may change pixels in place
         if self.vector:
             item["image"] = torch.from_numpy(np.ascontiguousarray(t.apply_image(image), dtype=np.float32))
             return item

@@ -413,6 +413,7 @@ class RecipeConfig:
     eval_every: int | None = _c(None, min=0)  # 0 or null: evaluate after the last epoch only
     num_workers: int = _c(0, min=0)
     channels_last: bool = False  # convolutions in NHWC (faster on CPU and on GPUs with mixed precision)
+    decode_cache_mb: float = _c(0, min=0)  # decoded images kept in RAM per process (0: decode every epoch)
     normalize_overrides: dict[str, bool] | None = None  # transform name -> normalise or not
     # text classifiers (recipe=sentence_t5): choose lr x epochs on a held-out share of train, then train on all
     grid: GridConfig | None = None

@@ -38,7 +38,7 @@ from bias.experiment.results import aggregate_seeds, format_accuracy, plot_confu
 from bias.experiment.verdict import VerdictOptions, learnability_verdict, train_chance
 from bias.inference.runner import RunReport, run_batched
 from classifiers.augment import eval_augment, normalizer, train_augment
-from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, ImageDataset
+from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, DecodeCache, ImageDataset, decode_cache_from_recipe
 from classifiers.models import TEXT_MODELS, check_classifier, check_model_name, create_classifier
 from classifiers.trainer import EpochCallback, train_classifier
 from transforms.base import Transform, output_store
@@ -231,12 +231,16 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         group = transform.augment_group
         size = int(recipe["image_size"])
         norm = normalizer(recipe, group, transform.name)
+        decoded = decode_cache_from_recipe(recipe)  # shared: the probes' pass decodes, training epochs reuse
         train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
-                                 SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm)
+                                 SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm,
+                                 decode_cache=decoded)
         val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
-                               SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm)
+                               SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm,
+                               decode_cache=decoded)
 
-        baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator)
+        baselines = _baselines(cfg, recipe, split, transform, seed, resize, train_read, val_read, run_dir, accelerator,
+                               decoded)
 
         torch.manual_seed(seed)
         model = create_classifier(model_cfg["name"], split.num_classes, bool(model_cfg.get("pretrained", False)),
@@ -310,7 +314,7 @@ def start_logging(split: Split, run_dir: Path, accelerator) -> None:
 
 def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform: Transform, seed: int,
                resize: int | None, train_read: StringColumn, val_read: StringColumn, run_dir: Path,
-               accelerator) -> dict[str, Any]:
+               accelerator, decoded: DecodeCache | None = None) -> dict[str, Any]:
     """The run's linear probes (`bias.experiment.baselines`), computed once on the main process and kept in
     `baselines.json` (a resumed run reuses it); every process gets the same result."""
     from accelerate.utils import broadcast_object_list
@@ -327,9 +331,9 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
             group, size = transform.augment_group, int(recipe["image_size"])
             view = eval_augment(recipe, group)
             probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
-                                       resize, report_paths=split.train_paths)
+                                       resize, report_paths=split.train_paths, decode_cache=decoded)
             probe_val = ImageDataset(val_read, split.val_labels, view, transform, seed, SEED_SALT_VAL, size, resize,
-                                     report_paths=split.val_paths)
+                                     report_paths=split.val_paths, decode_cache=decoded)
             result[0] = run_baselines(probe_train, probe_val, split.num_classes, transform.output == "vector", opts,
                                       seed, int(recipe["num_workers"]))
             write_json(result[0], saved)
