@@ -245,6 +245,13 @@ def test_planted_scene_captions_are_ground_truth_offline_and_only_for_planted_da
     paths = [str(folders[d] / image_name(i)) for d in "ab" for i in range(3)]
     t = create_transform("caption_long", captioner="planted_scene")  # the hub id of LLaVA is never resolved
     assert t.model_identity()["ground_truth"] == "planted_scene" and t.cache_dtype() is None
+    # the ground truth never runs the model: its settings do not key the cache, the form does
+    same = create_transform("caption_long", captioner="planted_scene", weights="some/other-model", max_new_tokens=7,
+                            prompt="Say something.")
+    assert same.cache_key() == t.cache_key()
+    assert create_transform("caption_short", captioner="planted_scene").cache_key() != t.cache_key()
+    assert (create_transform("caption_long", weights="a/b").cache_key()
+            != create_transform("caption_long", weights="a/c").cache_key())
     report = caption_run(t, (paths, [file_sha1(p) for p in paths]), tmp_path)
     texts = texts_by_sha(report.store)
     for path in paths:

@@ -100,9 +100,14 @@ class Transform:
         """The dtype the outputs are computed in, part of the cache key (None: no model)."""
         return None
 
+    def output_params(self) -> dict[str, Any]:
+        """The parameters that can change the outputs (the cache key's): `get_params` less `runtime_params`.
+        A transform with modes that ignore some parameters narrows this further."""
+        return {k: v for k, v in self.get_params().items() if k not in self.runtime_params}
+
     def cache_key(self) -> str:
         """Identifies the outputs of a precomputed transform: name, version, parameters, weights and dtype."""
-        params = {k: v for k, v in self.get_params().items() if k not in self.runtime_params}
+        params = self.output_params()
         blob = json.dumps({"name": self.name, "version": self.version, "params": params,
                            "model": self.model_identity(), "dtype": self.cache_dtype()}, sort_keys=True, default=str)
         return f"{self.name}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"

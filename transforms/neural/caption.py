@@ -160,6 +160,11 @@ class Caption(ImageModelTransform):
     def cache_dtype(self) -> str | None:
         return None if self.ground_truth else super().cache_dtype()
 
+    def output_params(self) -> dict[str, Any]:
+        """The ground truth depends on the scene record and the form only: the model's settings (weights,
+        prompt, tokens, ...) it never uses stay out of its cache key."""
+        return {"captioner": self.captioner} if self.ground_truth else super().output_params()
+
     def runtime_device(self) -> str:
         return "cpu" if self.ground_truth else self.device
 
