@@ -309,6 +309,38 @@ def test_uncon_gen_trains_resumes_after_a_kill_with_the_same_curve_samples_and_i
     assert set(r["per_dataset"]) == set(DATASETS)
 
 
+def test_uncon_gen_on_two_ranks_keeps_the_ranks_in_step_and_writes_every_sample_once(tmp_path):
+    """Two CPU ranks (gloo): each global batch is split between them, and the samples are split too. A
+    sample written by rank 1 is what the saved EMA generator (rank 0's) draws from its seed here, so the
+    two ranks trained the same model."""
+    from diffusers import DiTTransformer2DModel
+
+    from bias.generation.latents import vae_downsampling_factor
+    from bias.generation.uncon_gen import sample_images, sample_seed
+    from tests.conftest import TWO_RANK_ENV, torchrun
+
+    out, cache = tmp_path / "two", tmp_path / "cache"
+    run_cli("uncon_gen.py", *TINY_GEN, f"cache_dir={cache}", f"out={out}", "datasets=[cc_like]", "sample.n=4",
+            "sample.batch_size=2", env=TWO_RANK_ENV, launcher=torchrun(29571))
+    folder = out / "cc_like"
+    h = history(out, "cc_like")
+    assert h["steps"] == 6 and len(h["loss"]) == 6 and all(np.isfinite(h["loss"]))
+    written = sorted(p.name for p in (folder / "samples").iterdir())
+    assert written == [f"{i:07d}.png" for i in range(4)]  # rank 0 wrote 0 and 2, rank 1 wrote 1 and 3
+    assert list(json.loads((out / "generated.json").read_text())["datasets"]) == ["cc_like"]
+
+    cfg = uncon_config(*TINY_GEN)
+    vae = load_vae(None, VAE_ARCH, cache).eval()
+    ema = DiTTransformer2DModel.from_pretrained(folder / "dit_ema").eval()
+    size = int(cfg.image_size) // vae_downsampling_factor(vae.config)
+    with torch.no_grad():
+        redrawn = sample_images(ema, vae, [sample_seed(int(cfg.seed), "cc_like", i) for i in (1, 3)],
+                                (4, size, size), int(cfg.sample.steps), bool(cfg.dit.learn_sigma), torch.device("cpu"))
+    for got, i in zip(redrawn, (1, 3), strict=True):
+        on_disk = np.asarray(Image.open(folder / "samples" / f"{i:07d}.png").convert("RGB")).astype(int)
+        assert np.abs(on_disk - got.astype(int)).max() <= 1, i  # float rounding of other thread counts at most
+
+
 def test_uncon_gen_checks_its_config_and_the_vae_before_any_work(tmp_path, monkeypatch):
     out = tmp_path / "out"
     base = [f"out={out}", f"cache_dir={tmp_path / 'cache'}"]
