@@ -130,6 +130,7 @@ class ImageDataset(Dataset):
         self.seed, self.salt, self.resize_shorter = seed, salt, resize_shorter
         self.decode_cache = decode_cache
         self.vector = transform is not None and transform.output == "vector"
+        self.image_stage = transform is not None and transform.kind == "online" and transform.has_image_stage
         self.placeholder_shape = (transform.vector_size(),) if self.vector else (3, image_size, image_size)
 
     def __len__(self) -> int:
@@ -153,12 +154,12 @@ class ImageDataset(Dataset):
             item.update(ok=False, reason=err.reason, image=torch.zeros(self.placeholder_shape))
             return item
         t = self.transform
-        if not image.flags.writeable and t is not None and (self.vector or (t.kind == "online" and t.has_image_stage)):
+        if (self.vector or self.image_stage) and not image.flags.writeable:
             image = image.copy()  # a cached decode: the transform may change pixels in place
         if self.vector:
             item["image"] = torch.from_numpy(np.ascontiguousarray(t.apply_image(image), dtype=np.float32))
             return item
-        if t is not None and t.kind == "online" and t.has_image_stage:
+        if self.image_stage:
             image = t.apply_image(image)
         x = self.augment(Image.fromarray(image))
         if t is not None and t.has_tensor_stage:
