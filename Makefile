@@ -1,6 +1,6 @@
 # make demo : set up .venv (if needed) and run the main job on the embedded planted-bias data
-# make test : set up .venv (if needed) and run the test suite (the describe report test also needs a Chromium:
-#             apt-get install chromium; .ci/run installs it)
+# make test : set up .venv (if needed), Debian's Chromium (if missing: the describe report is checked in a real
+#             browser) and run the test suite
 # make describe : the natural-language report on the planted data (runs/planted/describe/report.html)
 # make img2dataset : the downloader's own environment .venv-img2dataset (scripts/download.py calls it)
 VENV ?= .venv
@@ -11,7 +11,7 @@ I2D_STAMP := $(I2D_VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 
-.PHONY: install neural img2dataset demo describe test lint bench clean
+.PHONY: install neural img2dataset chromium demo describe test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,7 +49,14 @@ PYTEST_WORKERS ?= 2
 describe: neural
 	$(PY) scripts/describe.py
 
-test: neural img2dataset
+# Debian's chromium for the report's browser test: apt-get as root, or sudo without a password, else one line to run
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "make test needs Debian's chromium: run 'sudo apt-get install chromium', then make test again" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+test: neural img2dataset chromium
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 lint: install

@@ -83,10 +83,10 @@ def shard_cases(tmp: Path, labels: np.ndarray, seconds: float) -> None:
     writer.close()
     index = WebDatasetSource(name="bench", shards=str(tmp / "shards" / "00000.tar")).index(tmp / "cache", 0)
     read = index.read_paths(index.usable())
-    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/paper.yaml").recipe)
+    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
     t = create_transform("reference")
     t.setup(seed=0, image_size=224, run_dir=None)
-    for label, recipe in (("cpu recipe, 56 px", OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/cpu.yaml").recipe)),
+    for label, recipe in (("cpu recipe, 56 px", OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)),
                           ("paper recipe, 224 px + RandAugment", paper)):
         size = recipe["image_size"]
         for where, paths in (("tar shard", read), ("files", [str(f) for f in files])):
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--source-size", type=int, default=96)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/cpu.yaml").recipe)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         paths = []
@@ -129,7 +129,7 @@ def main() -> None:
         plain = T.Compose([T.RandomResizedCrop(recipe["image_size"], scale=(0.35, 1)), T.RandomHorizontalFlip(), T.ToTensor()])
         print(f"| straightforward PIL + torchvision (reference) | {plain_rate(paths, plain, args.seconds):.0f} |")
         shard_cases(Path(tmp), labels, args.seconds)
-    cpu_model = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/model/resnet_cpu.yaml"))
+    cpu_model = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/model/resnet_cpu.yaml"))
     for model_name, kwargs, size, batch in ((cpu_model["name"], cpu_model["kwargs"], 56, 64),
                                            ("convnext_tiny", {}, 64, 32), ("convnext_tiny", {}, 224, 8)):
         for threads in (1, 2):

@@ -92,7 +92,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     print(f"{'preset':18s}{'render':>10s}{'render+png':>12s}{'cache 1w':>10s}{'cache 2w':>10s}   images/s")
     for preset in args.presets:
-        generator = OmegaConf.to_container(OmegaConf.load(ROOT / "bias" / "configs" / "data" / f"{preset}.yaml").generator)
+        generator = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "data" / f"{preset}.yaml").generator)
         config = PlantedConfig.from_mapping(generator)
         render_loop(config, False)(10)  # warm-up: imports, caches
         rates = [

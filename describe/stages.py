@@ -76,9 +76,9 @@ def imagenet_transform(plain: Mapping[str, Any]) -> Any:
     Every key but ``min_prob`` (the presence threshold, read by `imagenet_presence`) is a transform parameter
     (weights, model_name, arch, size, top_k, batch_size, device, dtype, ...).
     """
+    import bias.configs
     from omegaconf import OmegaConf
 
-    import bias.configs
     from bias.experiment.run import transform_from_config
 
     packaged = OmegaConf.to_container(OmegaConf.load(Path(bias.configs.__file__).parent / "transform" /

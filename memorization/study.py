@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from bias.configs import CONFIG_DIR as BIAS_CONFIGS
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from bias.configs import CONFIG_DIR as BIAS_CONFIGS
 from bias.core.errors import ConfigError
 from bias.core.progress import progress_bar
 from bias.core.seeding import derive_seed

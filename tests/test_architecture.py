@@ -9,6 +9,8 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGES = ("bias", "transforms", "classifiers", "memorization", "describe")
+#: checkout folders installed under another package name (setup.py's package_dir)
+INSTALLED_AS = {"configs": "bias.configs"}
 
 #: lowest first; a module may import its own layer package and any lower layer
 LAYERS = [
@@ -36,10 +38,13 @@ def layer_of(module: str) -> tuple[str, int]:
 
 def project_modules() -> dict[str, Path]:
     mods = {}
-    for pkg in PACKAGES:
+    for pkg in (*PACKAGES, *INSTALLED_AS):
         for path in (ROOT / pkg).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            for folder, package in INSTALLED_AS.items():
+                if name == folder or name.startswith(folder + "."):
+                    name = package + name[len(folder):]
             mods[name] = path
     return mods
 

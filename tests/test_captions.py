@@ -44,7 +44,7 @@ from transforms.base import output_store
 from transforms.neural.caption import PROMPTS, generated_part, pad_left
 from transforms.registry import create_transform
 
-MINILM = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/model/minilm_probe.yaml"))["kwargs"]["weights"]
+MINILM = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/model/minilm_probe.yaml"))["kwargs"]["weights"]
 #: a tiny planted preset: 3 datasets x 18 images of 32 px
 TINY_PLANTED = ["data=planted", "data.per_dataset=12", "data.val_per_dataset=6", "data.generator.n_per_dataset=18",
                 "data.generator.size=32"]
@@ -268,7 +268,7 @@ def test_missing_models_fail_before_any_work_saying_what_to_download(tmp_path, m
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/transform/caption_short.yaml"))
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/transform/caption_short.yaml"))
     t = transform_from_config(config)
     assert t.prompt == "Describe this image in one sentence." and t.max_new_tokens == 100
     with pytest.raises(MissingModelError, match="hf download llava-hf/llava-1.5-7b-hf --revision main"):

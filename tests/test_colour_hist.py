@@ -13,7 +13,7 @@ from classifiers.mlp import MLPClassifier
 from transforms.classical.colour_hist import ColourHistogramImage, ColourHistogramVector, quantile_indices
 from transforms.registry import create_transform
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs" / "transform"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "transform"
 
 
 def random_image(seed: int, h: int = 23, w: int = 31) -> np.ndarray:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from bias.core.errors import ConfigError
 from bias.experiment.config import check_schema, schema_problems, to_plain, validate_classify_config
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DATA = ["planted", "planted_color", "planted_texture", "planted_objects", "planted_layout",
         "folders", "webdataset", "hf", "list", "mixed"]
 TRANSFORMS = sorted(p.stem for p in (CONFIG_DIR / "transform").glob("*.yaml"))

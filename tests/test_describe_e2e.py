@@ -41,7 +41,7 @@ from tests.helpers.tiny_models import WORDS, save_tiny_llava
 
 torch.set_num_threads(1)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: the default planted data (three datasets differing in layout, background, overlays), 10 train + 6 val each
 SMALL = ["data.per_dataset=10", "data.val_per_dataset=6", "data.generator.n_per_dataset=16",
          "data.generator.size=48", "num_workers=0"]

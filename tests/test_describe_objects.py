@@ -310,7 +310,7 @@ def test_tiny_random_classifier_runs_through_the_runner_and_reuses_its_cache(tmp
 
 def test_packaged_efficientnet_lite0_names_a_cat_and_an_espresso(tmp_path, photos):
     """The real packaged weights on skimage's chelsea (a cat) and coffee (a cup of espresso)."""
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "bias" / "configs" / "transform" / "imagenet_cls.yaml"))
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "transform" / "imagenet_cls.yaml"))
     name = config.pop("name")
     transform = create_transform(name, **{**config, "device": "cpu"})
     assert transform.weights == PACKAGED_WEIGHTS

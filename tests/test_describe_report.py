@@ -20,7 +20,7 @@ from describe.report import SECTIONS, build_report, find_bias_table, find_classi
 from describe.run import STAGE_ORDER, Stage, run_describe, validate_describe_config
 from tests.helpers import browser
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: a tiny planted run: 3 datasets x (3 train + 2 val) images of 32 px
 TINY = ["data.per_dataset=3", "data.val_per_dataset=2", "data.generator.n_per_dataset=6", "data.generator.size=32",
         "num_workers=0"]

@@ -37,12 +37,12 @@ from describe.run import (
 )
 from describe.stages import check_themes, default_make_generator, differences_stage, explained_stage, themes_stage
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bias" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 TINY = ["data=planted_objects", "data.per_dataset=40", "data.val_per_dataset=20", "data.generator.n_per_dataset=60",
         "data.generator.size=32", "num_workers=0", "imagenet.weights=null", "+imagenet.model_name=test_efficientnet",
         "+imagenet.arch={}", "imagenet.size=32", "objects.bootstrap=50", "differences.n_perm=400",
         "differences.object_sources=[planted_scene]", "themes.chunk_size=5", "themes.chunk_themes=3"]
-#: the shape vocabulary each dataset of planted_objects favours (bias/configs/data/planted_objects.yaml)
+#: the shape vocabulary each dataset of planted_objects favours (configs/data/planted_objects.yaml)
 VOCABULARY = {"yfcc_like": ("triangle", "star", "cross"), "cc_like": ("square", "rectangle"),
               "datacomp_like": ("circle", "ellipse")}
 

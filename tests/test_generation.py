@@ -257,7 +257,7 @@ DATASETS = ["yfcc_like", "cc_like", "datacomp_like"]
 
 
 def uncon_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "bias" / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         return compose(config_name="uncon_gen", overrides=list(overrides))
 
 

@@ -22,7 +22,7 @@ from transforms.classical.hog import bresenham_line, hog_visualisation, to_uint8
 from transforms.classical.sift import detect_sift, draw_rich_keypoints, keypoint_colours
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "bias" / "configs" / "transform"
+CONFIG_DIR = REPO / "configs" / "transform"
 #: Allowed |ours - skimage| of the float visualisation, relative to its maximum (achieved: 0, bit-exact).
 HOG_RTOL = 1e-9
 

@@ -35,7 +35,7 @@ def test_single_axis_preset_known_answer(preset, transform, expectation, cache, 
 
     from tests.conftest import ROOT
 
-    declared = OmegaConf.load(ROOT / "bias" / "configs" / "data" / f"{preset}.yaml").expected
+    declared = OmegaConf.load(ROOT / "configs" / "data" / f"{preset}.yaml").expected
     assert transform in declared[expectation], f"{preset}.yaml does not declare that {transform} {expectation}"
     run_cli("classify.py", f"data={preset}", f"transform={transform}", "data.per_dataset=300",
             "data.val_per_dataset=100", "data.generator.n_per_dataset=400", "recipe.epochs=8", "seed=0",

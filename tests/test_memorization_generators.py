@@ -18,7 +18,7 @@ from memorization.zoo.functional import batched_logits
 from memorization.zoo.store import ParamSpec, Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "bias" / "configs" / "memorize" / "generator"
+CONFIGS = ROOT / "configs" / "memorize" / "generator"
 NAMES = ["average", "copy", "gaussian", "gpt", "hyperdiffusion", "hyperreps", "noise", "pdiff"]
 
 

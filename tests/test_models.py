@@ -12,7 +12,7 @@ from tests.conftest import ROOT, TINY, paths_override, read_results, run_cli
 
 
 def _model(*overrides: str) -> torch.nn.Module:
-    with initialize_config_dir(config_dir=str(ROOT / "bias" / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("classify", overrides=list(overrides))
     return create_classifier(cfg.model.name, 3, False, OmegaConf.to_container(cfg.model, resolve=True)["kwargs"]).eval()
 

@@ -216,7 +216,7 @@ def test_fit_canvas_keeps_the_aspect_ratio_and_fills_with_the_mean_colour():
 # --- weights: missing, incomplete, or both ways at once ---------------------------------------------
 
 def shipped(name: str, **overrides) -> object:
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "bias" / "configs" / "transform" / f"{name}.yaml"))
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "transform" / f"{name}.yaml"))
     return transform_from_config({**config, **overrides})
 
 

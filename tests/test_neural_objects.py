@@ -395,7 +395,7 @@ def test_sam_parameters_are_checked():
 def test_each_config_builds_its_transform_with_its_published_group_and_family(name):
     import yaml
 
-    params = yaml.safe_load((ROOT / "bias" / "configs" / "transform" / f"{name}.yaml").read_text())
+    params = yaml.safe_load((ROOT / "configs" / "transform" / f"{name}.yaml").read_text())
     assert params.pop("name") == name
     t = create_transform(name, **params)
     assert (t.augment_group, t.family, t.kind) == (*OUR_CONFIGS[name], "precomputed")

@@ -42,7 +42,7 @@ KNOWN_TRANSFORMS = {"reference", "mean_rgb", "lpf", "hpf", "pixel_shuffle", "pat
 
 
 def load_preset(name: str):
-    return OmegaConf.load(ROOT / "bias" / "configs" / "data" / f"{name}.yaml")
+    return OmegaConf.load(ROOT / "configs" / "data" / f"{name}.yaml")
 
 
 def tiny_cfg(n: int = 20, seed: int = 0) -> dict:

@@ -422,10 +422,9 @@ def test_dataset_entries_are_checked_before_any_work(tmp_path):
 
 
 def compose(overrides: list[str]):
+    from bias.configs import CONFIG_DIR
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    from bias.configs import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return hydra_compose(config_name="classify", overrides=overrides)

@@ -135,7 +135,7 @@ def test_paper_randaugment_survives_posterize_to_zero_bits():
     from classifiers.augment import _posterize, train_augment
     from tests.conftest import ROOT
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "bias/configs/recipe/paper.yaml").recipe)
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
     recipe["image_size"] = 32
     augment = train_augment(recipe, "a")
     image = Image.new("RGB", (40, 40), (200, 120, 30))

@@ -20,7 +20,7 @@ from transforms.classical.shuffle import shuffle_patches
 from transforms.registry import UnknownTransformError
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "bias" / "configs" / "transform"
+CONFIG_DIR = REPO / "configs" / "transform"
 BUILTIN = ["canny", "hpf", "lpf", "mean_rgb", "patch_shuffle", "pixel_shuffle", "reference"]
 
 

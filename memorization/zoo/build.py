@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from bias.configs import CONFIG_DIR as BIAS_CONFIGS
+
 from bias.core.progress import progress_bar
 from memorization.zoo.store import Zoo, config_hash
 from memorization.zoo.tasks import get_task

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bias.configs import CONFIG_DIR as BIAS_CONFIGS
 from torch import Tensor
 
-from bias.configs import CONFIG_DIR as BIAS_CONFIGS
 from bias.core.registry import Registry
 from bias.data.images import load_rgb
 from bias.data.planted import ensure_planted

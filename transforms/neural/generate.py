@@ -51,12 +51,12 @@ def generation_seed(seed: int, sha1: str) -> int:
 
 
 def published_params(name: str) -> dict[str, Any]:
-    """The parameters of a packaged transform config, `bias/configs/transform/<name>.yaml` (without `name`)."""
+    """The parameters of a packaged transform config, `configs/transform/<name>.yaml` (without `name`)."""
     try:
         text = resources.files("bias.configs").joinpath("transform", f"{name}.yaml").read_text()
     except FileNotFoundError as err:
         raise ConfigError(f"transform (text_to_image).captions.transform: no packaged config {name}.yaml "
-                          "(bias/configs/transform/); name a caption transform, or set captions.folder") from err
+                          "(configs/transform/); name a caption transform, or set captions.folder") from err
     params = dict(yaml.safe_load(text) or {})
     params.pop("name", None)
     return params

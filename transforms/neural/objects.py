@@ -12,7 +12,7 @@ Where the objects are (`source`):
 * ``seg``: the pixels whose ADE20K class (the `seg` transform's per-pixel arg-max, read through
   `seg_class_ids`) is one of `seg_classes` (ids 0-149 or names, required with this source: which
   classes count as objects is a choice, e.g. [person, car, chair]). `seg` updates the parameters of
-  the published `seg` config (`bias/configs/transform/seg.yaml`); the detector is not loaded, and the
+  the published `seg` config (`configs/transform/seg.yaml`); the detector is not loaded, and the
   `boxes` table stays empty.
 """
 
@@ -66,7 +66,7 @@ def seg_class_ids(seg: Transform, outputs: torch.Tensor, batch: Mapping[str, Any
 
 
 def published_seg_params() -> dict[str, Any]:
-    """The parameters of `bias/configs/transform/seg.yaml` (without `name`)."""
+    """The parameters of `configs/transform/seg.yaml` (without `name`)."""
     text = resources.files("bias.configs").joinpath("transform", "seg.yaml").read_text()
     params = dict(yaml.safe_load(text) or {})
     params.pop("name", None)

@@ -1,5 +1,0 @@
-"""The packaged Hydra configs (`pkg://bias.configs`): config groups data/, transform/, recipe/, model/, table/, memorize/."""
-
-from pathlib import Path
-
-CONFIG_DIR = Path(__file__).resolve().parent
