@@ -17,7 +17,7 @@ measures, each in a fresh process (peak RSS above the process's size after impor
   manifest table and the two `ImageDataset`s. Besides the peak, it reports the memory the split still
   holds afterwards ("kept").
 
-``--index-module FILE`` loads another version of ``bias/index.py`` (e.g. ``git show HEAD:bias/index.py``)
+``--index-module FILE`` loads another version of ``bias/data/index.py`` (e.g. ``git show HEAD:bias/data/index.py``)
 to compare before/after; ``--repo DIR`` imports all of ``bias`` from another checkout (e.g. a
 ``git worktree`` of an older commit) for the ``split`` step.
 """
@@ -143,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--per-dir", type=int, default=1000)
-    ap.add_argument("--index-module", default=None, help="another bias/index.py to measure")
+    ap.add_argument("--index-module", default=None, help="another bias/data/index.py to measure")
     ap.add_argument("--tmp", default=None, help="where to generate the files (default: the system temp dir)")
     ap.add_argument("--repo", default=None, help="import bias from this checkout (the split step)")
     ap.add_argument("--steps", default="naive,list,first,reuse,split", help="comma-separated subset")
@@ -160,7 +160,7 @@ def main() -> None:
     try:
         gen = generate(tmp / "data", args.files, args.per_dir)
         print(f"generated {args.files} empty files in {gen:.1f} s (load {os.getloadavg()[0]:.2f})")
-        print(f"index module: {args.index_module or 'bias/index.py (working tree)'}; bias for the split step: "
+        print(f"index module: {args.index_module or 'bias/data/index.py (working tree)'}; bias for the split step: "
               f"{args.repo or 'working tree'}")
         print("| step | files | seconds | peak RSS above start (MiB) | kept (MiB) | load |\n|---|---|---|---|---|---|")
         cache = tmp / "cache"

@@ -1,4 +1,4 @@
-"""Check every single-axis planted preset's declared keeps/loses table (see bias/known_answers.py).
+"""Check every single-axis planted preset's declared keeps/loses table (see bias/experiment/known_answers.py).
 
     python scripts/known_answers.py                                # 4 presets, seeds 0 1 2
     python scripts/known_answers.py --presets planted_color --seeds 0 --jobs 2

@@ -10,6 +10,8 @@ an interrupted table resumes where it stopped.
 
 from __future__ import annotations
 
+import datetime
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.csv as pacsv
 
+from bias.core.errors import BiasError
 from bias.core.io import write_json
 from bias.experiment.published import YCD_CHANCE, published_accuracy
 from bias.experiment.results import bootstrap_ci
@@ -94,10 +97,16 @@ class Row:
     baselines: dict[str, list[float]] = field(default_factory=dict)
     #: the learnability verdict per seed (`bias.experiment.verdict`)
     verdicts: list[str] = field(default_factory=list)
+    #: one line per seed whose run failed (non-finite loss, ...): such a row shows no accuracy
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.accuracies))
+        return float(np.mean(self.accuracies)) if self.accuracies else float("nan")
 
     @property
     def best_baseline(self) -> tuple[str, float] | None:
@@ -109,8 +118,9 @@ class Row:
 
     @property
     def marker(self) -> str:
-        """'' when every seed learned; else e.g. 'under-fit' or 'beaten by baseline 2/3 seeds'."""
-        return verdict_marker(self.verdicts)
+        """'' when every seed learned; else e.g. 'under-fit' or 'beaten by baseline 2/3 seeds'; 'failed' when a
+        seed's run failed."""
+        return "failed" if self.failed else verdict_marker(self.verdicts)
 
     @property
     def std(self) -> float:
@@ -122,14 +132,34 @@ def _correct(run_dir: Path) -> np.ndarray:
     return np.asarray(table.column("dataset").to_pylist()) == np.asarray(table.column("predicted").to_pylist())
 
 
+def run_failure(run: Mapping[str, Any]) -> str | None:
+    """Why a run failed (its results say `status: failed`, or it raised), or None for a finished run."""
+    if run.get("status") != "failed":
+        return None
+    failure = run.get("failure") or run.get("error") or "the run failed"
+    return failure if isinstance(failure, str) else "; ".join(f"{k} {v}" for k, v in dict(failure).items())
+
+
+def failed_row(label: str, transform: str, failures: Sequence[str], run_dirs: Sequence[Path]) -> Row:
+    """A row of which some seed failed: no accuracy, no interval, only the failures."""
+    return Row(label, transform, "", {}, [], float("nan"), (float("nan"), float("nan")), None,
+               [str(d) for d in run_dirs], failures=list(failures))
+
+
 def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]) -> Row:
     """One table row from the results of the same transform over seeds.
 
     The 95% interval is the bootstrap over all seeds' val predictions pooled, so it reflects
-    the val-set size; the std over seeds reflects training noise.
+    the val-set size; the std over seeds reflects training noise. A row with a failed seed is a
+    failed row: an accuracy averaged over the seeds that did finish would misreport it.
     """
-    correct = np.concatenate([_correct(Path(d)) for d in run_dirs])
     first = runs[0]
+    failures = [f"seed {r.get('seed', i)}: {why}" for i, r in enumerate(runs) if (why := run_failure(r))]
+    if failures:
+        row = failed_row(label, first.get("transform", label), failures, run_dirs)
+        row.family = first.get("family", "")
+        return row
+    correct = np.concatenate([_correct(Path(d)) for d in run_dirs])
     params = dict(first.get("transform_params", {}))
     baselines: dict[str, list[float]] = {}
     for r in runs:
@@ -141,27 +171,57 @@ def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[P
                [str(d) for d in run_dirs], baselines, verdicts)
 
 
+def accuracy_text(r: Row) -> str:
+    """`88.2 (n=1)` for one seed (its bootstrap interval is the uncertainty), `mean +- std (n=k)` from two seeds
+    up: a `+- 0.0` would read as "no variance across seeds"."""
+    if r.failed:
+        return "failed"
+    n = len(r.accuracies)
+    return f"{100 * r.mean:.1f} (n=1)" if n == 1 else f"{100 * r.mean:.1f} +- {100 * r.std:.1f} (n={n})"
+
+
 def _accuracy_cell(r: Row) -> str:
-    cell = f"{100 * r.mean:.1f} +- {100 * r.std:.1f}"
+    cell = accuracy_text(r)
+    if r.failed:
+        return f"**failed** ({'; '.join(r.failures)})"
     if r.marker:
         best = r.best_baseline
         cell += f" **[{r.marker}]**" + (f" (probe {best[0]}: {100 * best[1]:.1f})" if best else "")
     return cell
 
 
+def _interval_cell(r: Row) -> str:
+    return "-" if r.failed else f"{100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f}"
+
+
+def _link(target: Path, table_dir: Path) -> str:
+    """A link that opens from the table's own folder, as a markdown viewer resolves it."""
+    return Path(os.path.relpath(Path(target).resolve(), Path(table_dir).resolve())).as_posix()
+
+
 def _baselines_cell(r: Row) -> str:
     return " / ".join(f"{name} {100 * np.mean(v):.1f}" for name, v in r.baselines.items()) or "-"
 
 
-def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) -> tuple[Path, Path]:
+def table_header(data: str, recipe: str, seeds: Sequence[int], date: datetime.date | None = None) -> list[str]:
+    """The lines under the title: what was classified, how, with which seeds, when."""
+    date = date or datetime.date.today()
+    return [f"- data: `{data}`", f"- recipe: `{recipe}`",
+            f"- seeds: {', '.join(str(s) for s in seeds)} (n={len(seeds)})", f"- written: {date.isoformat()}", ""]
+
+
+def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int,
+                header: Sequence[str] = ()) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (FAMILY_ORDER.index(r.family) if r.family in FAMILY_ORDER else 99))
-    ref = next((r for r in rows if r.transform == "reference"), None)
+    ref = next((r for r in rows if r.transform == "reference" and not r.failed), None)
     lines = [
         f"# {title}",
         "",
-        f"Accuracy (%) of telling {num_classes} datasets apart after each transform; mean +- std over seeds, "
-        "bootstrap 95% interval over the pooled val predictions. The last column is the paper's number on "
+        *header,
+        f"Accuracy (%) of telling {num_classes} datasets apart after each transform: the value alone with `n=1` "
+        "for one seed (the 95% interval is then its uncertainty), mean +- std over seeds from two seeds up; "
+        "bootstrap 95% interval over the pooled val predictions. The paper column is the paper's number on "
         f"YFCC/CC/DataComp (3-way, chance {YCD_CHANCE:.1f}%): a different dataset, shown for orientation only.",
         "",
         "Baselines are linear probes fitted on the same split and transformed inputs (mean over seeds). A marker "
@@ -169,27 +229,42 @@ def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) ->
         "number says nothing about the transform) or **beaten by baseline** (a probe is more than 5 points "
         "better: read the probe's number as the lower bound).",
         "",
-        "| transform | family | accuracy | 95% interval | drop from reference | chance | baselines (linear probes) "
-        "| seeds | published YCD (paper, other data) | run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| transform | family | accuracy | verdict | 95% interval | drop from reference | chance "
+        "| baselines (linear probes) | seeds | published YCD (paper, other data) | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref else "-"
+        drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref and not r.failed else "-"
         pub = f"{r.published:.1f}" if r.published is not None else "-"
+        chance = "-" if r.failed else f"{100 * r.chance:.1f}"
+        if not r.run_dirs:
+            run = "-"
+        elif r.failed:
+            run = f"[run]({_link(Path(r.run_dirs[0]), out)})"
+        else:
+            run = f"[confusion]({_link(Path(r.run_dirs[0]) / 'confusion.png', out)})"
         lines.append(
-            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f} "
-            f"| {drop} | {100 * r.chance:.1f} | {_baselines_cell(r)} | {len(r.accuracies)} | {pub} "
-            f"| [confusion]({Path(r.run_dirs[0]) / 'confusion.png'}) |"
+            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {r.marker or LEARNED} | {_interval_cell(r)} "
+            f"| {drop} | {chance} | {_baselines_cell(r)} | {len(r.run_dirs)} | {pub} | {run} |"
         )
+    not_learned = [r for r in rows if r.marker]
+    if not_learned:
+        lines += ["", "Rows not marked `learned`: " + "; ".join(f"**{r.label}**: {r.marker}" for r in not_learned)
+                  + ". Their accuracy is not a measurement of the transform's information (see the verdict above)."]
     md = out / "table.md"
     md.write_text("\n".join(lines) + "\n")
-    write_json([r.__dict__ | {"mean": r.mean, "std": r.std, "marker": r.marker} for r in rows], out / "table.json")
+    write_json([r.__dict__ | {"mean": None if r.failed else r.mean, "std": None if r.failed else r.std,
+                              "marker": r.marker, "accuracy_text": accuracy_text(r)} for r in rows],
+               out / "table.json")
     png = out / "table.png"
     plot_table(rows, png, title)
     return md, png
 
 
-def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
+def table_figure(rows: Sequence[Row], title: str) -> Any:
+    """The table as bars (mean, std over seeds from two seeds up), the 95% interval, the paper's and the best
+    probe's markers; rows not learned are hatched and named, failed rows show the word "failed" and no bar. The
+    legend sits outside the axes, so it covers no data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,13 +272,13 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
 
     colours = dict(zip(FAMILY_ORDER, ("0.35", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:red")))
     x = np.arange(len(rows))
+    means = np.array([np.nan if r.failed else 100 * r.mean for r in rows])
     fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(rows) + 2), 4.2))
-    bars = ax.bar(x, [100 * r.mean for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
-                  color=[colours.get(r.family, "0.6") for r in rows])
+    bars = ax.bar(x, np.nan_to_num(means), yerr=[100 * r.std if len(r.accuracies) > 1 else np.nan for r in rows],
+                  capsize=3, color=[colours.get(r.family, "0.6") for r in rows])
     low = [100 * (r.mean - r.ci95[0]) for r in rows]
     high = [100 * (r.ci95[1] - r.mean) for r in rows]
-    ax.errorbar(x + 0.22, [100 * r.mean for r in rows], yerr=[low, high], fmt="none", ecolor="k", lw=0.8, capsize=2,
-                label="95% interval")
+    ax.errorbar(x + 0.22, means, yerr=[low, high], fmt="none", ecolor="k", lw=0.8, capsize=2, label="95% interval")
     pubs = [(i, r.published) for i, r in enumerate(rows) if r.published is not None]
     if pubs:
         ax.scatter(*zip(*pubs), marker="_", s=300, color="k", label="paper (YCD, other data)")
@@ -211,24 +286,35 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
     if probes:
         ax.scatter(*zip(*probes), marker="x", s=30, color="tab:red", zorder=3, label="best linear probe")
     for i, r in enumerate(rows):
-        if r.marker:
+        if r.failed:
+            ax.text(i, 2, "failed", rotation=90, ha="center", va="bottom", fontsize=7, color="tab:red")
+        elif r.marker:
             bars[i].set_hatch("//")
-            ax.text(i, 100 * r.mean + 3, r.marker.replace(" by baseline", "").replace(" seeds", ""), rotation=90,
+            ax.text(i, means[i] + 3, r.marker.replace(" by baseline", "").replace(" seeds", ""), rotation=90,
                     ha="center", va="bottom", fontsize=6, color="tab:red")
-    ax.axhline(100 * rows[0].chance, color="grey", ls="--", lw=1, label="chance")
+    chance = next((r.chance for r in rows if not r.failed), None)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("dataset classification accuracy %")
     ax.set_ylim(0, 100)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[f]) for f in FAMILY_ORDER if any(r.family == f for r in rows)]
     labels = [f for f in FAMILY_ORDER if any(r.family == f for r in rows)]
-    if any(r.marker for r in rows):
+    if any(r.marker and not r.failed for r in rows):
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="k", hatch="//"))
         labels.append("not learned (verdict)")
     h2, l2 = ax.get_legend_handles_labels()
-    ax.legend(handles + h2, labels + l2, fontsize=7, ncol=2, loc="upper right")
+    ax.legend(handles + h2, labels + l2, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = table_figure(rows, title)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -272,20 +358,26 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
         sub = compose(config_name="classify", overrides=[*common, f"transform={name}", *recipe, *model,
                                                          *(f"transform.{k}={override_value(v)}" for k, v in params.items())])
         configs.append((row_label(name, params), sub, validate(sub)))
-    rows = []
+    rows, all_runs = [], []
     for label, sub, transform in configs:
         runs, dirs = [], []
         for s in seeds:
             sub.seed = s
-            runs.append(run_classification(sub, transform))
+            try:
+                runs.append(run_classification(sub, transform))
+            except BiasError as err:  # every row was validated above: this is the run failing, not the config
+                runs.append({"status": "failed", "failure": str(err), "seed": s, "transform": transform.name})
             dirs.append(run_dir_for(sub, s))
+        all_runs += runs
         rows.append(make_row(label, runs, dirs))
     out = Path(cfg.table_out) if cfg.get("table_out") else Path("runs") / str(cfg.data.name) / f"table-{cfg.recipe.name}"
     state = partial_state()
     md, png = out / "table.md", out / "table.png"
     if state.is_main_process:
-        md, png = write_table(rows, out, f"Bias table: {cfg.data.name}, recipe {cfg.recipe.name}",
-                              len(runs[0]["datasets"]))
+        header = table_header(str(cfg.data.name), str(cfg.recipe.name), seeds)
+        num_classes = next((len(r["datasets"]) for r in all_runs if r.get("datasets")), 0)
+        md, png = write_table(rows, out, f"Bias table: {cfg.data.name}, recipe {cfg.recipe.name}", num_classes,
+                              header)
     if cfg.get("examples"):
         from bias.experiment.examples import example_grid
 

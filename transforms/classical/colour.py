@@ -1,4 +1,4 @@
-"""Transforms that keep all information (the reference) or only the global colour (mean RGB)."""
+"""A transform that keeps only the global colour (mean RGB)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,6 @@ import numpy as np
 
 from transforms.base import Transform
 from transforms.registry import register_transform
-
-
-@register_transform("reference")
-class Reference(Transform):
-    """The identity: the classifier sees the original images.
-
-    Its accuracy is the upper bound every other transform is compared against, so it must go
-    through exactly the same pipeline (group "a") with no stage of its own.
-    """
-
-    kind = "online"
-    augment_group = "a"
-    family = "reference"
-    has_image_stage = False
-    has_tensor_stage = False
 
 
 @register_transform("mean_rgb")
