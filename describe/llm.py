@@ -15,10 +15,13 @@
   written as soon as it is generated). Its `TokenLedger` counts calls, cache hits and tokens per named stage.
 
 GGUF files of the llama architecture with a byte-level BPE vocabulary (SmolLM2's) are read by this module in
-one pass (`read_gguf`, whole-tensor dequantization of Q4_0/Q4_1/Q8_0, no throwaway random initialisation):
-transformers' own GGUF path parses the file's metadata three times with the pure-Python ``gguf.GGUFReader``,
-several times slower. The result is the same model: equal logits and token ids (checked against
-``from_pretrained(folder, gguf_file=name)`` on SmolLM2). Other GGUF architectures go through that call.
+one pass (`read_gguf`, whole-tensor dequantization of Q4_0/Q4_1/Q8_0, no throwaway random initialisation).
+These two steps are hand-written because `benchmarks/bench_gguf.py` shows each well over 2x faster than the
+libraries' (the metadata against ``gguf.GGUFReader`` and transformers' reader, the dequantization against
+``gguf.quants.dequantize``; numbers in benchmarks/RESULTS.md), and the whole load over 10x faster than
+transformers' ``from_pretrained(folder, gguf_file=name)``. The result is the same model: equal weights, logits
+and token ids (checked against that call on SmolLM2). Other GGUF types go through ``gguf.quants`` and other
+architectures through ``from_pretrained``.
 """
 
 from __future__ import annotations
