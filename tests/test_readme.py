@@ -8,14 +8,50 @@ import contextlib
 import io
 import json
 import re
+import shlex
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT, TINY, write_colour_dataset
 
 
 def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def readme_commands() -> list[list[str]]:
+    """The README's three example commands, each as its script's name and its overrides."""
+    block = re.search(r"## Three commands\n\n```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    commands = []
+    for line in block.splitlines():
+        if line.strip() and not line.startswith("#"):
+            words = shlex.split(line)
+            script = next(i for i, w in enumerate(words) if w.startswith("scripts/"))
+            commands.append([Path(words[script]).stem, *words[script + 1:]])
+    return commands
+
+
+def test_the_readme_shows_three_commands():
+    assert [c[0] for c in readme_commands()] == ["classify", "table", "describe"]
+
+
+@pytest.mark.parametrize("command", readme_commands(), ids=lambda c: c[0])
+def test_each_readme_command_composes_a_valid_config(command):
+    """Hydra rejects a key that does not exist; the schema check rejects a value of the wrong kind."""
+    from hydra import compose, initialize_config_module
+
+    from bias.experiment.config import validate_classify_config
+    from describe.run import validate_describe_config
+
+    with initialize_config_module("bias.configs", version_base=None):
+        cfg = compose(command[0], command[1:])
+    (validate_describe_config if command[0] == "describe" else validate_classify_config)(cfg)
+    if command[0] == "classify":
+        import transforms
+
+        transforms.create_transform(cfg.transform.name)
 
 
 def test_the_readme_has_one_short_python_example():
