@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,12 @@ def _cell(text: str) -> str:
     """One table cell: one line, `|` escaped outside code spans (inside them Python-Markdown keeps it)."""
     parts = " ".join(text.split()).split("`")
     return "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(parts)) or "-"
+
+
+def _prose(doc: str) -> str:
+    """A docstring as markdown: Sphinx roles (:func:`x`) as code, `*` shown as written outside code spans."""
+    parts = re.sub(r":(?:func|meth|class|attr|mod):`", "`", doc).split("`")
+    return "`".join(p if i % 2 else p.replace("*", "\\*") for i, p in enumerate(parts))
 
 
 def _stage(cls: type) -> str:
@@ -79,7 +86,7 @@ def transforms_reference(rows: list[dict[str, str]]) -> str:
     parts = []
     for row in rows:
         parts.append(f"### {row['name']}\n\n`{row['class']}`: {row['kind']}, family "
-                     f"{row['family']}, output {row['output']}, augmentation group {row['group']}.\n\n{row['doc']}\n")
+                     f"{row['family']}, output {row['output']}, augmentation group {row['group']}.\n\n{_prose(row['doc'])}\n")
     return "\n".join(parts)
 
 

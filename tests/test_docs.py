@@ -55,10 +55,11 @@ def test_every_registered_transform_is_documented(site):
     assert "transforms-table" not in html and "transforms-reference" not in html
 
 
-def test_table_cells_escape_pipes_outside_code_only():
+def test_generated_markdown_escapes_outside_code_only():
     hooks = load_hooks()
     assert hooks._cell("a|b `x|y`\n  c") == "a\\|b `x|y` c"
     assert hooks._cell("") == "-"
+    assert hooks._prose("see :func:`f`, H*W, `x*y`") == "see `f`, H\\*W, `x*y`"
 
 
 def test_readme_is_short_and_links_every_docs_page():
