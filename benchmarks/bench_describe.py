@@ -1,6 +1,6 @@
 """The describe demo, cold: `python scripts/describe.py` (plus any overrides) in a fresh temporary folder.
 
-    python benchmarks/bench_describe.py                       # the README's demo command, cold cache
+    python benchmarks/bench_describe.py                       # the demo command (docs/describe.md), cold cache
     python benchmarks/bench_describe.py images_per_dataset=100 --out describe_bench.json
 
 What is timed: the whole command in a subprocess (interpreter start and imports included, install excluded), with

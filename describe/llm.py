@@ -18,7 +18,7 @@ GGUF files of the llama architecture with a byte-level BPE vocabulary (SmolLM2's
 one pass (`read_gguf`, whole-tensor dequantization of Q4_0/Q4_1/Q8_0, no throwaway random initialisation).
 These two steps are hand-written because `benchmarks/bench_gguf.py` shows each well over 2x faster than the
 libraries' (the metadata against ``gguf.GGUFReader`` and transformers' reader, the dequantization against
-``gguf.quants.dequantize``; numbers in benchmarks/RESULTS.md), and the whole load over 10x faster than
+``gguf.quants.dequantize``; numbers in benchmarks/results/describe.md), and the whole load over 10x faster than
 transformers' ``from_pretrained(folder, gguf_file=name)``. The result is the same model: equal weights, logits
 and token ids (checked against that call on SmolLM2). Other GGUF types go through ``gguf.quants`` and other
 architectures through ``from_pretrained``.

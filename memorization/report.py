@@ -413,7 +413,7 @@ def _pm(mean: float, std: float, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def results_table(metrics: Mapping[str, Any]) -> list[str]:
-    """Markdown rows of the per-group table (what report.md and benchmarks/RESULTS.md show)."""
+    """Markdown rows of the per-group table (what report.md and benchmarks/results/memorization.md show)."""
     groups = metrics["groups"]
     if metrics["kind"] == "fields":
         lines = ["| group | n | no surface | Chamfer novelty (min CD to training) | Chamfer quality (min CD to test) "

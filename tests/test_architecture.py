@@ -1,5 +1,5 @@
 """The layers: data flows one way. Every import (module level or inside a function) goes to the same
-package or a lower layer, and the import graph has no cycle (README, "Architecture")."""
+package or a lower layer, and the import graph has no cycle (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def layer_of(module: str) -> tuple[str, int]:
     for prefix, rank in LAYERS:  # the first, most specific, match
         if module == prefix or module.startswith(prefix + "."):
             return prefix, rank
-    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS and to the README")
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS and to docs/architecture.md")
 
 
 def project_modules() -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""Choosing the classifier: every way the README documents, composed by Hydra as a user types it."""
+"""Choosing the classifier: every way docs/recipes.md documents, composed by Hydra as a user types it."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 FOLDERS = ("bias", "transforms", "classifiers", "describe", "memorization", "configs", "benchmarks", "scripts",
            "tests", "docs")
 PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(FOLDERS) + r")/[\w./-]*\w\.(?:py|yaml|md|json|sh))")
-#: files the README tells a user to create (a worked example of adding a transform)
+#: files the docs tell a user to create (docs/transforms.md: a worked example of adding a transform)
 EXAMPLES_TO_CREATE = {"configs/transform/invert.yaml"}
 
 

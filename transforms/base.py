@@ -60,6 +60,10 @@ class Transform:
     #: transform whose first text output (e.g. a caption) is read back from the cache and classified by a
     #: text model (`model=minilm_probe`, `recipe=sentence_t5`; `bias.experiment.text`).
     output: ClassVar[str] = "image"
+    #: For the documentation's transform table (docs/transforms.md is generated from the registry): what
+    #: information the output keeps, and the published parameters (or ours, where we depart from them).
+    keeps: ClassVar[str] = ""
+    published: ClassVar[str] = ""
     #: Whether `apply_image` / `apply_tensor` change anything; the pipeline skips the no-ops.
     has_image_stage: ClassVar[bool] = False
     has_tensor_stage: ClassVar[bool] = False

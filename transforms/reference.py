@@ -13,6 +13,7 @@ class Reference(Transform):
     Its accuracy is the upper bound every other transform is compared against, so it must go
     through exactly the same pipeline (group "a") with no stage of its own.
     """
+    keeps = "everything"
 
     kind = "online"
     augment_group = "a"

@@ -22,6 +22,8 @@ class MeanRGB(Transform):
     channel sums; a mean of 127.5 becomes 128 and 0.5 becomes 1 (NumPy's round-half-to-even
     would give 0).
     """
+    keeps = "the mean colour only"
+    published = "per-channel mean of the full image"
 
     kind = "online"
     augment_group = "a"

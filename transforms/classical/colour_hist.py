@@ -128,6 +128,8 @@ class ColourHistogramImage(Transform):
     The output is uint8 HxWx3 and goes through the normal group "c" pipeline (see the module
     docstring on crops).
     """
+    keeps = "the colour distribution (pixels sorted by colour, or a rendered histogram: `mode=rendered`)"
+    published = "ours"
 
     kind = "online"
     augment_group = "c"
@@ -207,6 +209,11 @@ class ColourHistogramVector(Transform):
     The pipeline calls ``apply_image`` on the decoded image and feeds the float32 vector to the
     classifier (``output = "vector"``; the classifier's input width is :meth:`vector_size`).
     """
+    keeps = (
+        "per-channel (or `mode=joint` RGB) histogram, classified by `model=mlp` (logistic regression with "
+        "`model.kwargs.hidden=[]`)"
+    )
+    published = "ours"
 
     kind = "online"
     augment_group = "c"

@@ -23,6 +23,8 @@ class Canny(Transform):
     keeps the channel with the largest gradient magnitude. So an edge between two colours of
     equal luma is still found. The colour order (RGB vs BGR) does not matter for this reason.
     """
+    keeps = "edges"
+    published = "3x3 Gaussian blur, Canny 85 / 255"
 
     kind = "precomputed"
     augment_group = "c"

@@ -149,6 +149,8 @@ class FrequencyFilter(Transform):
 @register_transform("lpf")
 class LowPassFilter(FrequencyFilter):
     """Keep the low spatial frequencies (coarse shape and shading; removes texture and noise)."""
+    keeps = "low frequencies"
+    published = "ideal filter, radius 40 on a 224 grid; `filter=butterworth` (order 2)"
 
     high_pass = False
 
@@ -156,6 +158,8 @@ class LowPassFilter(FrequencyFilter):
 @register_transform("hpf")
 class HighPassFilter(FrequencyFilter):
     """Keep the high spatial frequencies (edges, texture, noise, compression artefacts)."""
+    keeps = "high frequencies"
+    published = "as lpf, keeps d > 40"
 
     high_pass = True
 

@@ -368,6 +368,12 @@ class Hog(Transform):
     ``channels: gray`` (the published script) runs on ``cv2.cvtColor(RGB2GRAY)``; ``rgb`` on the
     colour image with scikit-image's dominant-channel rule. See the module docstring for exactness.
     """
+    keeps = "gradient orientations"
+    published = (
+        "scikit-image HOG visualisation (9 orientations, 8x8 cells, transform_sqrt) on grayscale, min-max to "
+        "uint8; our vectorised implementation equals scikit-image's output exactly and is faster "
+        "(benchmarks/results/transforms.md)"
+    )
 
     kind = "precomputed"
     augment_group = "b"

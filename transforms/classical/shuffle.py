@@ -89,6 +89,8 @@ class PatchShuffle(Transform):
     ``reference_size: null`` there). Each axis scales on its own, so a non-square input gets
     non-square patches. ``reference_size: null`` makes ``patch_size`` absolute pixels.
     """
+    keeps = "local structure in P x P patches"
+    published = "`patch_size=16` at 224, `mode=random|fixed`"
 
     kind = "online"
     augment_group = "a"
@@ -210,6 +212,8 @@ class PixelShuffle(PatchShuffle):
 
     Patch shuffle with P = 1 at every size (no reference scaling), so only ``mode`` is a parameter.
     """
+    keeps = "pixel values, not their positions"
+    published = "`mode=random` or `fixed` (seeded, saved in the run)"
 
     def __init__(self, mode: str = "random") -> None:
         super().__init__(patch_size=1, mode=mode, reference_size=None)

@@ -94,6 +94,8 @@ class Sift(Transform):
     Precomputed and cached, classified with augmentation group "b" (crop + flip). See the module
     docstring for the geometry (OpenCV's) and the colours (ours: seeded, reproducible).
     """
+    keeps = "keypoints"
+    published = "OpenCV SIFT defaults on grayscale, rich keypoints (size circle + orientation) on black, seeded colours"
 
     kind = "precomputed"
     augment_group = "b"

@@ -325,6 +325,12 @@ class Caption(ImageModelTransform):
 @register_transform("caption_short")
 class ShortCaption(Caption):
     """One sentence per image ("Describe this image in one sentence.")."""
+    keeps = "what a captioner says about the image in one sentence"
+    published = (
+        'LLaVA-1.5-7B `llava-hf/llava-1.5-7b-hf` (any transformers image-to-text model by id), "Describe this '
+        'image in one sentence.", greedy, 100 new tokens; classified as text; `captioner=planted_scene`: the '
+        "planted generator's ground truth"
+    )
 
     form = "short"
 
@@ -332,5 +338,7 @@ class ShortCaption(Caption):
 @register_transform("caption_long")
 class LongCaption(Caption):
     """One paragraph per image ("Describe this image in one paragraph.")."""
+    keeps = "the same in one paragraph"
+    published = 'as `caption_short`, "Describe this image in one paragraph."'
 
     form = "long"

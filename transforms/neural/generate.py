@@ -211,6 +211,15 @@ class TextToImage(ModelTransform):
 
     Side output `prompt`: the caption each image was generated from.
     """
+    keeps = (
+        "what the short caption says, redrawn: a new 256x256 image generated from each image's `caption_short` "
+        "caption"
+    )
+    published = (
+        "SDXL-Turbo `stabilityai/sdxl-turbo` (any diffusers `AutoPipelineForText2Image` pipeline by id or "
+        "folder), 1 step, guidance 0, 256x256, prompted with the caption from the `caption_short` cache, seeded "
+        "per image"
+    )
 
     kind = "precomputed"
     augment_group = "a"

@@ -131,6 +131,14 @@ class ImageNetClassifier(CanvasModelTransform):
     stretch to the square or pad keeping the aspect ratio, `mean`, `std`) and ModelTransform's `batch_size`,
     `device`, `dtype`.
     """
+    keeps = (
+        "the top-k ImageNet-1k classes of each image with their probabilities (for `describe/`; not classified "
+        "itself)"
+    )
+    published = (
+        "ours: timm's `tf_efficientnet_lite0` with the packaged EfficientNet-Lite0 weights (any timm ImageNet-1k "
+        "model by name)"
+    )
 
     kind = "precomputed"
     augment_group = "a"

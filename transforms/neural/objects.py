@@ -188,6 +188,8 @@ class ObjectRegions(ObjectDetection):
 @register_transform("object_crops")
 class ObjectCrops(ObjectRegions):
     """Only the objects: pixels outside every object (box, or seg class) set to `fill`; HxWx3 uint8."""
+    keeps = "only the detected objects' pixels, the rest filled"
+    published = "ours: `object_det` boxes (or chosen ADE20K classes of `seg`: `source=seg`), `fill=0`"
 
     keep_objects = True
 
@@ -195,5 +197,7 @@ class ObjectCrops(ObjectRegions):
 @register_transform("object_context")
 class ObjectContext(ObjectRegions):
     """Only the context: pixels inside any object (box, or seg class) set to `fill`; HxWx3 uint8."""
+    keeps = "only the pixels outside the detected objects"
+    published = "ours: the complement of `object_crops` (the two partition the image)"
 
     keep_objects = False

@@ -167,6 +167,11 @@ class SegmentAnything(ModelTransform):
     call; does not change the result), `arch` (updates the variant's config; with `weights: null`,
     random weights), and ModelTransform's `weights`, `batch_size`, `device`, `dtype`.
     """
+    keeps = "where regions meet: outlines of a class-free segmentation"
+    published = (
+        "SAM ViT-L (official checkpoint by URL + sha256, or a local file), automatic masks at 32 points per side,"
+        " painted largest first (small masks stay visible), 4-neighbour boundary, 0/255"
+    )
 
     augment_group = "b"
     family = "structural"

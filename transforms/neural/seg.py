@@ -75,6 +75,12 @@ class SemanticSegmentation(CanvasModelTransform):
     Side output `classes`: per image, one row per class present (class_id, class_name, pixels, share of
     the image's pixels), in class order.
     """
+    keeps = "which ADE20K class (150) is where, painted in the standard ADE20K palette"
+    published = (
+        "ADE20K semantic segmentation (paper: Mask2Former BEiT-v2-L ViT-Adapter); ours: Mask2Former Swin-L "
+        "`facebook/mask2former-swin-large-ade-semantic` (any transformers ADE20K model by id, e.g. SegFormer-B5, "
+        "UperNet), 640 px canvas keeping the aspect ratio"
+    )
 
     kind = "precomputed"
     augment_group = "c"

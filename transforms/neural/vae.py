@@ -40,6 +40,12 @@ class VAEReconstruction(ImageModelTransform):
     bicubic when enlarging), scaled to [-1, 1], encoded, the posterior's mode decoded, clamped, and
     the reconstruction resized back to the image's size.
     """
+    keeps = "what an autoencoder reconstruction keeps: layout, objects, colour, not fine detail"
+    published = (
+        "AutoencoderKL at 256x256, posterior mode, resized back (paper: latent-diffusion KL-f4); ours: "
+        "`stabilityai/sd-vae-ft-ema`, KL-f8 (no diffusers KL-f4 id is known to us; a converted KL-f4 folder works"
+        " with `transform.weights=/path/to/folder`)"
+    )
 
     kind = "precomputed"
     augment_group = "a"
