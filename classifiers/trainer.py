@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bias.core.errors import TrainingDiverged
 from bias.core.io import read_derived, save_torch_atomic
+from bias.core.parallel import worker_init
 from bias.core.progress import progress_bar
 from classifiers.data import EpochSampler, collate
 from classifiers.mixup import MixupCutmix
@@ -109,6 +110,7 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, num
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         drop_last=False,
+        worker_init_fn=worker_init if num_workers > 0 else None,
     )
 
 

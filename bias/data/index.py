@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bias.core.io import write_parquet_atomic
+from bias.core.errors import DataError
+from bias.core.io import read_derived, warn, write_parquet_atomic
 from bias.core.parallel import parallel_map
 from bias.core.strings import SHA1_DTYPE, StringColumn, decode_codes, release_arrow_memory, sha1_array, sha1_to_arrow
 from bias.data.images import check_image_with_sha1, is_image_path
@@ -145,18 +146,27 @@ class Listing:
 
 
 def _scan(root: Path, sizes: array, mtimes: array) -> Iterator[str]:
-    """Every path with an image extension under `root`; appends its size and mtime as it goes."""
+    """Every path with an image extension under `root`; appends its size and mtime as it goes.
+
+    A folder reached again through a symbolic link (a link to a parent makes a loop) is listed once, where it is
+    met first; a folder that cannot be listed is a `DataError` naming it."""
     stack = [str(root)]
+    seen = {_identity(root)}
     while stack:
         folder = stack.pop()
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except OSError as err:
+            raise DataError(f"cannot list the data folder {folder}: {err.strerror or err}") from None
+        with entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=True):
+                if _is_dir(entry):
                     if is_image_path(entry.name):
                         sizes.append(0)
                         mtimes.append(0)
                         yield entry.path
-                    else:
+                    elif _identity(entry.path) not in seen:
+                        seen.add(_identity(entry.path))
                         stack.append(entry.path)
                 elif is_image_path(entry.name):
                     try:
@@ -167,6 +177,19 @@ def _scan(root: Path, sizes: array, mtimes: array) -> Iterator[str]:
                     sizes.append(size)
                     mtimes.append(mtime)
                     yield entry.path
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder (through links); a broken or looping link is not (it is no image either)."""
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
 
 
 def list_image_files(root: Path) -> Listing:
@@ -230,6 +253,15 @@ def _check_one(path: str) -> tuple[str, str]:
     return reason or "", digest
 
 
+def _read_index(path: Path) -> pa.Table:
+    """A stored index, checked: it reads whole and has every column `_reuse_stored` reads."""
+    table = pq.read_table(path)
+    missing = {"path", "ok", "reason", "sha1", "size", "mtime_ns"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"missing columns {sorted(missing)}")
+    return table
+
+
 def _index_file(cache_dir: Path, root: Path) -> Path:
     key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
     return cache_dir / "index" / f"{root.name}-{key}.parquet"
@@ -259,8 +291,11 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
     sha1 = np.zeros(n, dtype=SHA1_DTYPE)
 
     todo = np.ones(n, dtype=bool)
-    if store.exists():
-        _reuse_stored(pq.read_table(store), listing, ok, reason_code, reasons, sha1, todo)
+    stored, damaged = read_derived(store, _read_index, f"the index of {root}")
+    if damaged:
+        warn(damaged + " (every file is checked again)")
+    if stored is not None:
+        _reuse_stored(stored, listing, ok, reason_code, reasons, sha1, todo)
 
     pending = np.flatnonzero(todo)
     if len(pending):
@@ -271,6 +306,6 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
     reason = StringColumn.from_arrow(decode_codes(reason_code, list(reasons)))
     release_arrow_memory()  # the stored table and the join were transient
     index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
-    if len(pending) or not store.exists():
+    if len(pending) or stored is None:
         write_parquet_atomic(index.to_table(), store)
     return index

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,8 @@ def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     `classifier=False` (the transform command, which trains nothing) leaves the model unchecked.
     """
     validate_classify_config(cfg)
+    for key in ("out", "cache_dir"):
+        check_output_folder(key, cfg.get(key))
     transform = transform_from_config(_plain(cfg.transform))
     if classifier:
         _check_classifier(transform, _plain(cfg.model), cfg.cache_dir)
@@ -113,6 +116,20 @@ def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     VerdictOptions.from_config(_plain(cfg.get("verdict")))
     transform.check_ready(cfg.cache_dir)  # missing model weights fail here, before any work
     return transform
+
+
+def check_output_folder(key: str, value: str | None) -> None:
+    """`key=value` names a folder this run may create and write: not a file, not on a read-only disk."""
+    if not value:
+        return
+    path = Path(os.path.expanduser(str(value)))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        named = "names a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ConfigError(f"{key}={value} {named}; {key} takes a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={value}: the folder {existing} is not writable (read-only or not yours); "
+                          f"choose another {key}=DIR")
 
 
 def _check_classifier(transform: Transform, model_cfg: dict[str, Any], cache_dir: str) -> None:
@@ -321,7 +338,8 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
         wall_time_s=round(time.time() - start, 2),
         train_time_s=round(outcome.wall_time_s, 2),
         run_dir=str(run_dir),
-        repaired=repaired + outcome.repaired + baselines.get("repaired", []),
+        repaired=repaired + (report.repaired_files if transform.kind == "precomputed" else []) + outcome.repaired
+        + baselines.get("repaired", []),
         **text_info,
     )
     if accelerator.is_main_process:
@@ -474,8 +492,10 @@ def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
         paths, sha1s = split.all_read(), split.all_sha1()
     report = precompute(transform, paths, sha1s, cfg, state)
     summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,
-               "repaired": report.repaired, "failed": len(report.failed)}
+               "repaired": report.repaired, "failed": len(report.failed), "repaired_files": report.repaired_files}
     if state.is_main_process:
         print(f"{transform.name}: {report.computed} computed ({report.repaired} of them repaired), {report.reused} "
               f"reused, {len(report.failed)} failed -> {report.folder} (manifest.json lists failures)")
+        for note in report.repaired_files:
+            print(f"  repaired: {note}")
     return summary
