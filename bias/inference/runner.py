@@ -275,38 +275,34 @@ class _Forward:
             return self.model.forward(on_device)
 
 
-#: the writer thread flushes what it holds as part files at least this often (seconds): a killed run keeps
-#: what it computed up to then, and the next run reuses it (slow model transforms run for days); what a kill
-#: costs is measured in benchmarks/RESULTS.md
+#: the writer thread flushes what it holds as part files at least every `FLUSH_SECONDS` seconds and every
+#: `FLUSH_ITEMS` stored items: a killed run keeps what it computed up to then, and the next run reuses it
+#: (slow model transforms run for days; fast CPU ones store thousands of items a minute). What a kill costs
+#: is measured in benchmarks/RESULTS.md
 FLUSH_SECONDS = 10.0
+FLUSH_ITEMS = 128
 
 
 class _Writer(threading.Thread):
     """Stores postprocessed items off the main thread; errors are recorded per item; flushes every
-    `FLUSH_SECONDS` (as it is when the writer is made)."""
+    `FLUSH_SECONDS` and every `FLUSH_ITEMS` items (as they are when the writer is made)."""
 
     def __init__(self, store: OutputStore) -> None:
         super().__init__(daemon=True, name="output-writer")
         self.writer = store.writer()
         self.flush_seconds = FLUSH_SECONDS
+        self.flush_items = FLUSH_ITEMS
         self.queue: queue.Queue = queue.Queue(maxsize=8)
         self.stored: set[str] = set()
         self.failures: list[dict[str, str]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        flushed = time.monotonic()
+        flushed, unflushed = time.monotonic(), 0
         while True:
             job = self.queue.get()
             if job is None:
                 return
-            if time.monotonic() - flushed >= self.flush_seconds:
-                try:
-                    self.writer.flush()
-                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
-                    self.error = err
-                    return
-                flushed = time.monotonic()
             for (sha, path), outputs in job:
                 try:
                     self.writer.put(sha, outputs)
@@ -317,6 +313,14 @@ class _Writer(threading.Thread):
                 except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
                     self.error = err
                     return
+            unflushed += len(job)
+            if time.monotonic() - flushed >= self.flush_seconds or unflushed >= self.flush_items:
+                try:
+                    self.writer.flush()
+                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
+                    self.error = err
+                    return
+                flushed, unflushed = time.monotonic(), 0
 
     def submit(self, items: list[tuple[tuple[str, str], dict[str, Any]]]) -> None:
         if self.error is not None:
