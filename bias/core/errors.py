@@ -33,5 +33,5 @@ class TrainingDiverged(BiasError, ArithmeticError):
     def __init__(self, what: str, value: float, epoch: int, step: int, recorded: str = "") -> None:
         self.what, self.value, self.epoch, self.step = what, value, epoch, step
         super().__init__(f"training diverged: non-finite {what} ({value}) at epoch {epoch}, step {step}"
-                         + (f"; {recorded}" if recorded else "") + "; lower recipe.lr (or set recipe.clip_grad) and "
-                         "run again")
+                         + (f"; {recorded}" if recorded else "") + "; run again with a lower learning rate "
+                         "(recipe.lr=<smaller>) or clipped gradients (recipe.clip_grad=1.0)")
