@@ -124,6 +124,28 @@ def test_a_damaged_folder_index_is_rebuilt_and_reported(tmp_path, capsys):
     assert "damaged" not in capsys.readouterr().err
 
 
+def test_a_killed_index_build_keeps_what_it_checked(tmp_path, monkeypatch):
+    import bias.data.index as index_module
+
+    write_colour_dataset(tmp_path / "d", 10, (10, 200, 30), seed=0, size=16)
+    real, checked = index_module._check_one, []
+
+    def dies_after_six(path):
+        if len(checked) == 6:
+            raise KeyboardInterrupt  # a kill, as far as the index is concerned: nothing after this runs
+        checked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(index_module, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(index_module, "_check_one", dies_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(tmp_path / "d", tmp_path / "c", num_workers=0)
+    checked.clear()
+    monkeypatch.setattr(index_module, "_check_one", lambda path: checked.append(path) or real(path))
+    again = build_index(tmp_path / "d", tmp_path / "c", num_workers=0)
+    assert len(checked) == 4 and again.ok.all() and len(again) == 10  # only what the killed build had not checked
+
+
 def _images(folder: Path, n: int) -> tuple[list[str], list[str]]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -2,8 +2,10 @@
 
 Building the index walks the folder, fully decodes every image file once (in parallel) and
 records whether it is usable, why not, and its content hash. The result is stored as parquet
-in the cache, keyed by the folder's absolute path; the next build re-lists the folder and only
-re-checks files whose size or modification time changed. Sampling then draws from usable files
+in the cache, keyed by the folder's absolute path (and what is checked so far every
+`FLUSH_SECONDS`, so a killed build keeps it); the next build re-lists the folder and only
+re-checks files whose size or modification time changed. A stored index that cannot be read is
+moved aside and rebuilt. Sampling then draws from usable files
 only, so a broken file can never be "replaced" by another one at training time.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,8 @@ from bias.core.strings import SHA1_DTYPE, StringColumn, decode_codes, release_ar
 from bias.data.images import check_image_with_sha1, is_image_path
 
 INDEX_VERSION = 1
+#: while checking, what is checked so far is stored at least this often (seconds): a killed build keeps it
+FLUSH_SECONDS = 30.0
 
 
 class SampleIndex:
@@ -253,6 +258,15 @@ def _check_one(path: str) -> tuple[str, str]:
     return reason or "", digest
 
 
+def _index(root: str, listing: Listing, ok: np.ndarray, reason_code: np.ndarray, reasons: dict[str, int],
+           sha1: np.ndarray, rows: np.ndarray | None = None) -> FileIndex:
+    """The index of `listing` (only `rows`, when given: what is checked so far)."""
+    sel = slice(None) if rows is None else rows
+    reason = StringColumn.from_arrow(decode_codes(reason_code[sel], list(reasons)))
+    paths = listing.paths if rows is None else listing.paths[rows]
+    return FileIndex(root, paths, ok[sel], reason, sha1[sel], listing.size[sel], listing.mtime_ns[sel])
+
+
 def _read_index(path: Path) -> pa.Table:
     """A stored index, checked: it reads whole and has every column `_reuse_stored` reads."""
     table = pq.read_table(path)
@@ -300,12 +314,17 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
     pending = np.flatnonzero(todo)
     if len(pending):
         results = parallel_map(_check_one, listing.paths[pending], num_workers, desc=desc)
+        flushed = time.monotonic()
         for i, (r, h) in zip(pending, results):
             reason_code[i], sha1[i], ok[i] = _code(reasons, r), h, r == ""
+            todo[i] = False
+            if time.monotonic() - flushed >= FLUSH_SECONDS:  # a killed build keeps what it checked
+                done = np.flatnonzero(~todo)
+                write_parquet_atomic(_index(root, listing, ok, reason_code, reasons, sha1, done).to_table(), store)
+                flushed = time.monotonic()
 
-    reason = StringColumn.from_arrow(decode_codes(reason_code, list(reasons)))
+    index = _index(root, listing, ok, reason_code, reasons, sha1)
     release_arrow_memory()  # the stored table and the join were transient
-    index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
     if len(pending) or stored is None:
         write_parquet_atomic(index.to_table(), store)
     return index
