@@ -280,7 +280,7 @@ class _Forward:
 #: (slow model transforms run for days; fast CPU ones store thousands of items a minute). What a kill costs
 #: is measured in benchmarks/RESULTS.md
 FLUSH_SECONDS = 10.0
-FLUSH_ITEMS = 128
+FLUSH_ITEMS = 512
 
 
 class _Writer(threading.Thread):

@@ -1,7 +1,8 @@
 """Test helper: `scripts/transform.py` whose forward pass sleeps `SLOW_BATCH_SECONDS` per batch and prints
-`stored N` (items handed to the writer so far) after each batch, so a test can kill it mid-run.
+`forwarded N` (items through the forward pass so far) after each batch, so a test can kill it mid-run;
+`FLUSH_ITEMS` (optional) sets the runner's flush interval in items, so a short test sees several flushes.
 
-    SLOW_BATCH_SECONDS=0.3 python tests/helpers/slow_transform.py transform=canny ...
+    SLOW_BATCH_SECONDS=0.3 FLUSH_ITEMS=64 python tests/helpers/slow_transform.py transform=canny ...
 
 The delay is injected by wrapping the runner's forward; production code has no test hook.
 """
@@ -30,4 +31,6 @@ def slow_forward(seconds: float):
 
 if __name__ == "__main__":
     runner._Forward.__call__ = slow_forward(float(os.environ["SLOW_BATCH_SECONDS"]))
+    if os.environ.get("FLUSH_ITEMS"):
+        runner.FLUSH_ITEMS = int(os.environ["FLUSH_ITEMS"])
     transform()
