@@ -5,20 +5,23 @@ Rows are transform names, optionally with parameters: `"patch_shuffle:patch_size
 (`"caption_short:recipe=sentence_t5"`). A text row (a caption transform) gets `examples/<row>.md`, the
 sample images' texts, instead of an image grid.
 Each row is an ordinary classify run in its own run directory, so finished runs are reused and
-an interrupted table resumes where it stopped.
+an interrupted table resumes where it stopped. A seed whose training diverged (a non-finite loss or
+output) is listed as failed, with its epoch and step, never as an accuracy; the other rows go on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.csv as pacsv
 
+from bias.core.errors import TrainingDiverged
 from bias.core.io import write_json
+from bias.data.sources import resolve_sources
 from bias.experiment.published import YCD_CHANCE, published_accuracy
 from bias.experiment.results import bootstrap_ci
 from bias.experiment.verdict import LEARNED, verdict_marker
@@ -94,10 +97,12 @@ class Row:
     baselines: dict[str, list[float]] = field(default_factory=dict)
     #: the learnability verdict per seed (`bias.experiment.verdict`)
     verdicts: list[str] = field(default_factory=list)
+    #: seeds whose training diverged: {"seed", "what", "epoch", "step", "reason"} (no accuracy)
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.accuracies))
+        return float(np.mean(self.accuracies)) if self.accuracies else float("nan")
 
     @property
     def best_baseline(self) -> tuple[str, float] | None:
@@ -141,8 +146,24 @@ def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[P
                [str(d) for d in run_dirs], baselines, verdicts)
 
 
+def failed_row(label: str, transform: Any, failed: list[dict[str, Any]]) -> Row:
+    """A row none of whose seeds finished (each diverged): no accuracy, the failures."""
+    params = transform.get_params()
+    return Row(label, transform.name, transform.family, params, [], float("nan"), (float("nan"), float("nan")),
+               published_accuracy(transform.name, params), [], {}, [], failed)
+
+
+def _failures(r: Row) -> str:
+    return "; ".join(f"seed {f['seed']}: non-finite {f['what']} at epoch {f['epoch']}, step {f['step']}"
+                     for f in r.failed)
+
+
 def _accuracy_cell(r: Row) -> str:
+    if not r.accuracies:
+        return f"**failed** ({_failures(r)})"
     cell = f"{100 * r.mean:.1f} +- {100 * r.std:.1f}"
+    if r.failed:
+        cell += f" **[failed {len(r.failed)}/{len(r.failed) + len(r.accuracies)} seeds: {_failures(r)}]**"
     if r.marker:
         best = r.best_baseline
         cell += f" **[{r.marker}]**" + (f" (probe {best[0]}: {100 * best[1]:.1f})" if best else "")
@@ -174,12 +195,14 @@ def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int) ->
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref else "-"
+        drop = f"{100 * (ref.mean - r.mean):+.1f}" if ref is not None and r is not ref and r.accuracies else "-"
         pub = f"{r.published:.1f}" if r.published is not None else "-"
+        interval = f"{100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f}" if r.accuracies else "-"
+        chance = f"{100 * r.chance:.1f}" if r.accuracies else "-"
+        run = f"[confusion]({Path(r.run_dirs[0]) / 'confusion.png'})" if r.run_dirs else "-"
         lines.append(
-            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {100 * r.ci95[0]:.1f}-{100 * r.ci95[1]:.1f} "
-            f"| {drop} | {100 * r.chance:.1f} | {_baselines_cell(r)} | {len(r.accuracies)} | {pub} "
-            f"| [confusion]({Path(r.run_dirs[0]) / 'confusion.png'}) |"
+            f"| {r.label} | {r.family} | {_accuracy_cell(r)} | {interval} | {drop} | {chance} | {_baselines_cell(r)} "
+            f"| {len(r.accuracies)} | {pub} | {run} |"
         )
     md = out / "table.md"
     md.write_text("\n".join(lines) + "\n")
@@ -198,12 +221,13 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
     colours = dict(zip(FAMILY_ORDER, ("0.35", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:red")))
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(rows) + 2), 4.2))
-    bars = ax.bar(x, [100 * r.mean for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
+    bars = ax.bar(x, [100 * r.mean if r.accuracies else 0.0 for r in rows], yerr=[100 * r.std for r in rows], capsize=3,
                   color=[colours.get(r.family, "0.6") for r in rows])
-    low = [100 * (r.mean - r.ci95[0]) for r in rows]
-    high = [100 * (r.ci95[1] - r.mean) for r in rows]
-    ax.errorbar(x + 0.22, [100 * r.mean for r in rows], yerr=[low, high], fmt="none", ecolor="k", lw=0.8, capsize=2,
-                label="95% interval")
+    done = [i for i, r in enumerate(rows) if r.accuracies]
+    low = [100 * (rows[i].mean - rows[i].ci95[0]) for i in done]
+    high = [100 * (rows[i].ci95[1] - rows[i].mean) for i in done]
+    ax.errorbar(x[done] + 0.22, [100 * rows[i].mean for i in done], yerr=[low, high], fmt="none", ecolor="k", lw=0.8,
+                capsize=2, label="95% interval")
     pubs = [(i, r.published) for i, r in enumerate(rows) if r.published is not None]
     if pubs:
         ax.scatter(*zip(*pubs), marker="_", s=300, color="k", label="paper (YCD, other data)")
@@ -211,11 +235,13 @@ def plot_table(rows: Sequence[Row], path: Path, title: str) -> None:
     if probes:
         ax.scatter(*zip(*probes), marker="x", s=30, color="tab:red", zorder=3, label="best linear probe")
     for i, r in enumerate(rows):
-        if r.marker:
+        if not r.accuracies:
+            ax.text(i, 2, "failed (diverged)", rotation=90, ha="center", va="bottom", fontsize=6, color="tab:red")
+        elif r.marker:
             bars[i].set_hatch("//")
             ax.text(i, 100 * r.mean + 3, r.marker.replace(" by baseline", "").replace(" seeds", ""), rotation=90,
                     ha="center", va="bottom", fontsize=6, color="tab:red")
-    ax.axhline(100 * rows[0].chance, color="grey", ls="--", lw=1, label="chance")
+    ax.axhline(100 * rows[done[0]].chance if done else np.nan, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("dataset classification accuracy %")
     ax.set_ylim(0, 100)
@@ -274,18 +300,23 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
         configs.append((row_label(name, params), sub, validate(sub)))
     rows = []
     for label, sub, transform in configs:
-        runs, dirs = [], []
+        runs, dirs, failed = [], [], []
         for s in seeds:
             sub.seed = s
-            runs.append(run_classification(sub, transform))
+            try:
+                runs.append(run_classification(sub, transform))
+            except TrainingDiverged as err:  # recorded in the run's failed.json; the table says so and goes on
+                print(f"error: {label}, seed {s}: {err}")
+                failed.append({"seed": s, "what": err.what, "epoch": err.epoch, "step": err.step, "reason": str(err)})
+                continue
             dirs.append(run_dir_for(sub, s))
-        rows.append(make_row(label, runs, dirs))
+        rows.append(replace(make_row(label, runs, dirs), failed=failed) if runs else failed_row(label, transform, failed))
     out = Path(cfg.table_out) if cfg.get("table_out") else Path("runs") / str(cfg.data.name) / f"table-{cfg.recipe.name}"
     state = partial_state()
     md, png = out / "table.md", out / "table.png"
     if state.is_main_process:
         md, png = write_table(rows, out, f"Bias table: {cfg.data.name}, recipe {cfg.recipe.name}",
-                              len(runs[0]["datasets"]))
+                              len(resolve_sources(OmegaConf.to_container(cfg.data, resolve=True))))
     if cfg.get("examples"):
         from bias.experiment.examples import example_grid
 
