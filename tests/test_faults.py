@@ -178,6 +178,25 @@ def test_damaged_store_entries_are_moved_aside_and_recomputed_from_the_sources(t
     assert (run().reused, run().repaired_files) == (4, [])
 
 
+def test_a_damaged_text_output_file_is_recomputed_not_read_as_empty(tmp_path):
+    from tests.test_runner import MeanColour
+
+    paths, shas = _images(tmp_path / "img", 3)
+    model = MeanColour()
+
+    def run():
+        return run_batched(model, paths, shas, output_store(model, tmp_path / "c", None), num_workers=0,
+                           show_progress=False)
+
+    first = run()
+    captions = first.store.read_text("caption").sort_by("sha1")
+    text_file = first.store.folder / "text" / "caption.parquet"
+    text_file.write_bytes(b"PAR1" + b"\0" * 64)  # overwritten by junk
+    second = run()
+    assert second.computed == 3 and any("caption.parquet was damaged" in n for n in second.repaired_files)
+    assert second.store.read_text("caption").sort_by("sha1").equals(captions)
+
+
 # --- OS errors about the user's paths -------------------------------------------------------------------------
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOTDIR, errno.ELOOP])
 def test_an_os_error_about_a_users_path_is_one_line_naming_it(code):
@@ -361,6 +380,28 @@ class Echo(TextGenerator):
     def generate(self, prompts, max_new_tokens, stage=None):
         self.calls += len(prompts)
         return [Generation(text=f"echo {p}", prompt_tokens=1, completion_tokens=2, cached=False) for p in prompts]
+
+
+class DiesAfter(Echo):
+    """Echo that dies (like a killed process) once it has generated `budget` prompts."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def generate(self, prompts, max_new_tokens, stage=None):
+        if self.calls + len(prompts) > self.budget:
+            raise KeyboardInterrupt
+        return super().generate(prompts, max_new_tokens, stage)
+
+
+def test_a_killed_llm_stage_resumes_without_repeating_a_call(tmp_path):
+    prompts = [f"prompt {i}" for i in range(10)]
+    with pytest.raises(KeyboardInterrupt):
+        CachedGenerator(DiesAfter(budget=6), tmp_path, batch_size=4).generate(prompts, 5, stage="themes")
+    rest = Echo()
+    out = CachedGenerator(rest, tmp_path, batch_size=4).generate(prompts, 5, stage="themes")
+    assert rest.calls == 6 and [g.text for g in out] == [f"echo {p}" for p in prompts]  # 4 kept: the first batch
 
 
 @pytest.mark.parametrize("damage", ["edit", "truncate", "swap"])
