@@ -191,7 +191,7 @@ def train_classifier(
 
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
-    state, damaged = read_derived(ckpt_path, read_checkpoint)
+    state, damaged = read_derived(ckpt_path, read_checkpoint, set_aside=accelerator.is_main_process)
     if damaged:
         accelerator.print(f"note: {damaged}: training starts again from the first epoch")
     if state is not None:

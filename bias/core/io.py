@@ -84,11 +84,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
-def read_derived(path: str | os.PathLike, reader: Callable[[Path], T], what: str = "") -> tuple[T | None, str | None]:
+def read_derived(path: str | os.PathLike, reader: Callable[[Path], T], what: str = "",
+                 set_aside: bool = True) -> tuple[T | None, str | None]:
     """`(reader(path), None)`; `(None, None)` when `path` does not exist; `(None, note)` when it cannot be read
     or `reader` rejects it (raises): the file is then moved aside to `<name>.damaged` (kept for inspection,
-    replaced by the next damaged copy) and `note` says so in one line, for the caller to print and record
-    while it rebuilds the file. `what` names the file in the note (default: its path)."""
+    replaced by the next damaged copy; not with `set_aside=False`, for the processes of a job other than the one
+    that rebuilds it) and `note` says so in one line, for the caller to print and record while it rebuilds the
+    file. `what` names the file in the note (default: its path)."""
     path = Path(path)
     if not path.exists():
         return None, None
@@ -96,8 +98,9 @@ def read_derived(path: str | os.PathLike, reader: Callable[[Path], T], what: str
         return reader(path), None
     except Exception as err:  # noqa: BLE001  (pyarrow, json, torch and pickle each raise their own on damage)
         aside = path.with_name(f"{path.name}.damaged")
-        with contextlib.suppress(FileNotFoundError):  # another process of the same job moved it first
-            os.replace(path, aside)
+        if set_aside:
+            with contextlib.suppress(FileNotFoundError):  # another process of the same job moved it first
+                os.replace(path, aside)
         detail = f"{type(err).__name__}: {err}".splitlines()[0][:200]
         return None, f"{what or path} was damaged ({detail}); moved to {aside} and rebuilt"
 

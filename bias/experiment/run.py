@@ -202,17 +202,17 @@ def run_classification(cfg: DictConfig, transform: Transform | None = None,
 RESULT_KEYS = ("accuracy", "ci95", "chance", "per_dataset", "confusion", "datasets", "seed", "history")
 
 
-def read_results(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_results(run_dir: Path, set_aside: bool = True) -> tuple[dict[str, Any] | None, str | None]:
     """A finished run's results, checked (`bias.core.io.read_derived`): (results, None), (None, None) when the run
-    has not finished, or (None, note) when results.json was damaged (moved aside: rerunning rebuilds it from the
-    last checkpoint)."""
+    has not finished, or (None, note) when results.json was damaged (moved aside unless `set_aside=False`:
+    rerunning rebuilds it from the last checkpoint)."""
     def reader(path: Path) -> dict[str, Any]:
         results = read_json_object(path, RESULT_KEYS)
         if not isinstance(results["accuracy"], float) or not math.isfinite(results["accuracy"]):
             raise ValueError(f"accuracy {results['accuracy']!r} is not a finite number")
         return results
 
-    return read_derived(run_dir / "results.json", reader, f"{run_dir / 'results.json'}")
+    return read_derived(run_dir / "results.json", reader, f"{run_dir / 'results.json'}", set_aside)
 
 
 def _run_lock(run_dir: Path, is_main: bool):
@@ -262,18 +262,20 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
             held = json.loads(saved.read_text())
         except (OSError, ValueError) as err:
             raise RunConfigError(f"{saved} is damaged ({type(err).__name__}), so what {run_dir} holds is unknown: "
-                                 f"delete the folder {run_dir} to start this run afresh, or choose another out=DIR") from None
+                                 f"delete the folder {run_dir} to start this run afresh, or choose another out=DIR"
+                                 ) from None
         if held != expected:
             raise RunConfigError(
                 f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
             )
     results_file = run_dir / "results.json"
-    results, damaged = read_results(run_dir) if state.is_main_process else (None, None)
+    results, damaged = read_results(run_dir, set_aside=state.is_main_process)  # every process: all reuse or none
     repaired = [damaged] if damaged else []
-    if damaged:
+    if damaged and state.is_main_process:
         warn(damaged)
     if results is not None:
-        print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
+        if state.is_main_process:
+            print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
         return results
 
     start = time.time()
