@@ -105,6 +105,7 @@ def test_a_symlink_loop_in_a_data_folder_lists_every_file_once(tmp_path):
     write_colour_dataset(tmp_path / "d" / "inner", 3, (10, 20, 30), seed=0, size=16)
     (tmp_path / "d" / "inner" / "loop").symlink_to(tmp_path / "d")  # inner/loop/inner/loop/... forever
     (tmp_path / "d" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "d" / "self").symlink_to(tmp_path / "d" / "self")  # a link to itself: ELOOP when followed
     listing = list_image_files(tmp_path / "d")
     names = sorted(Path(p).name for p in listing.paths)
     assert names == ["000.png", "001.png", "002.png", "dangling.jpg"]  # the broken link is listed, then reported
