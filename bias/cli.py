@@ -7,13 +7,14 @@ directory, installed or from a checkout; add a folder of your own configs with
 `hydra.searchpath=[file:///path/to/configs]` (a `data/mine.yaml` there is then `data=mine`).
 
 Errors: a `bias.core.errors.BiasError` (a bad config value, unusable data, a model that is not on
-disk) ends the command with its one-line message; any other exception is a bug and keeps its
-traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.
+disk) or an OS error about a user's path (a read-only folder, a file where a folder belongs) ends the
+command with its one-line message; any other exception is a bug and keeps its traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -39,15 +40,30 @@ def check_command_line(argv: Sequence[str]) -> None:
                  "model=resnet18, model=convnext_tiny, model=resnet_cpu, model=convnext_cpu")
 
 
+#: operating-system errors about a path that the user chose or must fix (permissions, a read-only or full disk, a
+#: file where a folder belongs, a link loop): one line naming the path, not a traceback
+USER_PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                              errno.ELOOP, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
+
+
+def user_path_error(err: BaseException) -> str | None:
+    """The one-line message for an `OSError` about a user's path (`USER_PATH_ERRNOS`), else None."""
+    if isinstance(err, OSError) and err.errno in USER_PATH_ERRNOS and err.filename:
+        return f"{err.filename}: {err.strerror or os.strerror(err.errno)}"
+    return None
+
+
 @contextlib.contextmanager
 def fail_cleanly() -> Iterator[None]:
-    """A `BiasError` ends the command with its message alone; every other exception keeps its traceback."""
+    """A `BiasError`, or an OS error about a user's path (`user_path_error`), ends the command with one line;
+    every other exception keeps its traceback."""
     try:
         yield
-    except BiasError as err:
-        if os.environ.get("BIAS_TRACEBACK"):
+    except (BiasError, OSError) as err:
+        line = str(err) if isinstance(err, BiasError) else user_path_error(err)
+        if line is None or os.environ.get("BIAS_TRACEBACK"):
             raise
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {line}")
 
 
 def _hydra_app(config_name: str, body: Callable[[Any], None]) -> Callable[[], None]:

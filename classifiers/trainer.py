@@ -6,7 +6,9 @@
   from it and ends with the same metrics as an uninterrupted run (all randomness is seeded
   per epoch, step and sample);
 * files that fail to load are never replaced: they are left out of the loss and metrics and
-  reported with their reason.
+  reported with their reason;
+* a non-finite loss or val output stops training with `TrainingDiverged` (epoch and step): a nan
+  network is never evaluated as if it had learned something.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
 
-from bias.core.io import save_torch_atomic
+from bias.core.errors import TrainingDiverged
+from bias.core.io import read_derived, save_torch_atomic
+from bias.core.parallel import worker_init
 from bias.core.progress import progress_bar
 from classifiers.data import EpochSampler, collate
 from classifiers.mixup import MixupCutmix
@@ -60,6 +64,19 @@ class TrainOutcome:
     resumed_from_epoch: int
     steps: int
     wall_time_s: float
+    repaired: list[str] = field(default_factory=list)  # derived files found damaged and rebuilt (a checkpoint)
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "history")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint (weights only) with every key the trainer resumes from (else ValueError)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"not a checkpoint: missing {missing}")
+    return state
 
 
 def accumulation_steps(effective_batch: int, batch_size: int, num_processes: int) -> int:
@@ -93,6 +110,7 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, num
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         drop_last=False,
+        worker_init_fn=worker_init if num_workers > 0 else None,
     )
 
 
@@ -120,6 +138,13 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
     keep = keep[np.argsort(cat["index"][keep])]
     return Evaluation(cat["index"][keep], cat["label"][keep], cat["pred"][keep], cat["probs"][keep],
                       _unique_failures(failed))
+
+
+def check_finite_outputs(evaluation: Evaluation, epoch: int, step: int) -> None:
+    """`TrainingDiverged` if any val probability is nan or infinite (argmax of nan picks class 0)."""
+    bad = ~np.isfinite(evaluation.probs)
+    if bad.any():
+        raise TrainingDiverged("val outputs", float(evaluation.probs[bad][0]), epoch, step)
 
 
 def _unique_failures(failed: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -166,8 +191,10 @@ def train_classifier(
 
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state, damaged = read_derived(ckpt_path, read_checkpoint, set_aside=accelerator.is_main_process)
+    if damaged:
+        accelerator.print(f"note: {damaged}: training starts again from the first epoch")
+    if state is not None:
         accelerator.unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -197,6 +224,9 @@ def train_classifier(
                     loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
                     sums += torch.stack([loss.detach() * len(y), (logits.argmax(-1) == y).sum().float(),
                                          torch.tensor(float(len(y)), device=sums.device)])
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged("loss", value, epoch + 1, step)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and recipe.get("clip_grad"):
                     accelerator.clip_grad_norm_(model.parameters(), float(recipe["clip_grad"]))
@@ -208,13 +238,14 @@ def train_classifier(
                     step += 1
                     if accelerator.is_main_process and step % 10 == 0:
                         accelerator.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=step)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
         sums = accelerator.reduce(sums, reduction="sum")
         record = {"epoch": epoch + 1, "step": step, "train_loss": (sums[0] / sums[2].clamp(min=1)).item(),
                   "train_acc": (sums[1] / sums[2].clamp(min=1)).item(), "lr": scheduler.get_last_lr()[0]}
         last = epoch == epochs - 1
         if last or (eval_every and (epoch + 1) % eval_every == 0):
             evaluation = evaluate(model, val_loader, accelerator, desc=f"eval {epoch + 1}/{epochs}", layout=layout)
+            check_finite_outputs(evaluation, epoch + 1, step)
             record["val_acc"] = evaluation.accuracy
         history.append(record)
         accelerator.log({k: v for k, v in record.items() if k not in ("epoch", "step")}, step=step)
@@ -232,6 +263,8 @@ def train_classifier(
             callback(epoch)
     if evaluation is None:  # resumed after the last epoch finished but before results were written
         evaluation = evaluate(model, val_loader, accelerator, layout=layout)
+        check_finite_outputs(evaluation, epochs, step)
     if accelerator.num_processes > 1:
         failed_train = [f for part in gather_object([failed_train]) for f in part]
-    return TrainOutcome(evaluation, history, _unique_failures(failed_train), first_epoch, step, time.time() - start)
+    return TrainOutcome(evaluation, history, _unique_failures(failed_train), first_epoch, step, time.time() - start,
+                        [damaged] if damaged else [])

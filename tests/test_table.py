@@ -86,7 +86,7 @@ def test_the_table_file_has_a_header_links_from_its_own_folder_names_markers_and
     failed_dir = tmp_path / "runs" / "folders" / "hpf" / "seed0"
     rows = [_row("reference", [0.9], family="reference", run_dirs=[str(runs)]),
             _row("canny", [0.6], ["under-fit"], family="structural", run_dirs=[str(runs)]),
-            make_row("hpf", [{"status": "failed", "failure": {"epoch": 2, "step": 17, "reason": "non-finite loss"},
+            make_row("hpf", [{"status": "failed", "failure": {"what": "loss", "epoch": 2, "step": 17, "reason": "x"},
                               "seed": 0, "transform": "hpf", "family": "frequency"}], [failed_dir])]
     out = tmp_path / "tables" / "deep"
     md, _ = write_table(rows, out, "t", 2, table_header("folders", "cpu", [0]))

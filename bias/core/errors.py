@@ -22,3 +22,16 @@ class DataError(BiasError, ValueError):
 
 class MissingModelError(BiasError, FileNotFoundError):
     """Model weights are not where they should be; the message says what to download and where to put it."""
+
+
+class TrainingDiverged(BiasError, ArithmeticError):
+    """A loss or a network output became nan or infinite: the run stopped and is recorded as failed.
+
+    `what` says which value (`loss`, `val outputs`), `epoch` (1-based) and `step` (optimizer steps so far) where.
+    """
+
+    def __init__(self, what: str, value: float, epoch: int, step: int, recorded: str = "") -> None:
+        self.what, self.value, self.epoch, self.step = what, value, epoch, step
+        super().__init__(f"training diverged: non-finite {what} ({value}) at epoch {epoch}, step {step}"
+                         + (f"; {recorded}" if recorded else "") + "; run again with a lower learning rate "
+                         "(recipe.lr=<smaller>) or clipped gradients (recipe.clip_grad=1.0)")

@@ -7,13 +7,36 @@ at once as Python strings (`Executor.map` would submit, and so materialise, ever
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from bias.core.progress import progress_bar
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this (worker) process when the process that started it dies, even by `kill -9`.
+
+    DataLoader and pool workers otherwise outlive a killed job, holding memory (Linux only; elsewhere a no-op).
+    Called first thing in a worker; a worker whose parent is already gone exits at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
+def worker_init(_worker_id: int = 0) -> None:
+    """`worker_init_fn` of every DataLoader: the worker dies with its parent (`die_with_parent`)."""
+    die_with_parent()
 
 
 def default_workers(num_workers: int | None) -> int:
@@ -44,7 +67,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_workers: in
                 yield result
             return
         starts = iter(range(0, n, chunksize))
-        with ProcessPoolExecutor(min(workers, -(-n // chunksize))) as pool:
+        with ProcessPoolExecutor(min(workers, -(-n // chunksize)), initializer=die_with_parent) as pool:
             queue: deque = deque()
 
             def submit() -> None:

@@ -2,8 +2,10 @@
 
 Building the index walks the folder, fully decodes every image file once (in parallel) and
 records whether it is usable, why not, and its content hash. The result is stored as parquet
-in the cache, keyed by the folder's absolute path; the next build re-lists the folder and only
-re-checks files whose size or modification time changed. Sampling then draws from usable files
+in the cache, keyed by the folder's absolute path (and what is checked so far every
+`FLUSH_SECONDS`, so a killed build keeps it); the next build re-lists the folder and only
+re-checks files whose size or modification time changed. A stored index that cannot be read is
+moved aside and rebuilt. Sampling then draws from usable files
 only, so a broken file can never be "replaced" by another one at training time.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bias.core.io import write_parquet_atomic
+from bias.core.errors import DataError
+from bias.core.io import read_derived, warn, write_parquet_atomic
 from bias.core.parallel import parallel_map
 from bias.core.strings import SHA1_DTYPE, StringColumn, decode_codes, release_arrow_memory, sha1_array, sha1_to_arrow
 from bias.data.images import check_image_with_sha1, is_image_path
 
 INDEX_VERSION = 1
+#: while checking, what is checked so far is stored at least this often (seconds): a killed build keeps it
+FLUSH_SECONDS = 30.0
 
 
 class SampleIndex:
@@ -145,18 +151,27 @@ class Listing:
 
 
 def _scan(root: Path, sizes: array, mtimes: array) -> Iterator[str]:
-    """Every path with an image extension under `root`; appends its size and mtime as it goes."""
+    """Every path with an image extension under `root`; appends its size and mtime as it goes.
+
+    A folder reached again through a symbolic link (a link to a parent makes a loop) is listed once, where it is
+    met first; a folder that cannot be listed is a `DataError` naming it."""
     stack = [str(root)]
+    seen = {_identity(root)}
     while stack:
         folder = stack.pop()
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except OSError as err:
+            raise DataError(f"cannot list the data folder {folder}: {err.strerror or err}") from None
+        with entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=True):
+                if _is_dir(entry):
                     if is_image_path(entry.name):
                         sizes.append(0)
                         mtimes.append(0)
                         yield entry.path
-                    else:
+                    elif _identity(entry.path) not in seen:
+                        seen.add(_identity(entry.path))
                         stack.append(entry.path)
                 elif is_image_path(entry.name):
                     try:
@@ -167,6 +182,19 @@ def _scan(root: Path, sizes: array, mtimes: array) -> Iterator[str]:
                     sizes.append(size)
                     mtimes.append(mtime)
                     yield entry.path
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder (through links); a broken or looping link is not (it is no image either)."""
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
 
 
 def list_image_files(root: Path) -> Listing:
@@ -230,6 +258,24 @@ def _check_one(path: str) -> tuple[str, str]:
     return reason or "", digest
 
 
+def _index(root: str, listing: Listing, ok: np.ndarray, reason_code: np.ndarray, reasons: dict[str, int],
+           sha1: np.ndarray, rows: np.ndarray | None = None) -> FileIndex:
+    """The index of `listing` (only `rows`, when given: what is checked so far)."""
+    sel = slice(None) if rows is None else rows
+    reason = StringColumn.from_arrow(decode_codes(reason_code[sel], list(reasons)))
+    paths = listing.paths if rows is None else listing.paths[rows]
+    return FileIndex(root, paths, ok[sel], reason, sha1[sel], listing.size[sel], listing.mtime_ns[sel])
+
+
+def _read_index(path: Path) -> pa.Table:
+    """A stored index, checked: it reads whole and has every column `_reuse_stored` reads."""
+    table = pq.read_table(path)
+    missing = {"path", "ok", "reason", "sha1", "size", "mtime_ns"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"missing columns {sorted(missing)}")
+    return table
+
+
 def _index_file(cache_dir: Path, root: Path) -> Path:
     key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
     return cache_dir / "index" / f"{root.name}-{key}.parquet"
@@ -259,18 +305,26 @@ def index_listing(root: str, listing: Listing, store: Path, num_workers: int | N
     sha1 = np.zeros(n, dtype=SHA1_DTYPE)
 
     todo = np.ones(n, dtype=bool)
-    if store.exists():
-        _reuse_stored(pq.read_table(store), listing, ok, reason_code, reasons, sha1, todo)
+    stored, damaged = read_derived(store, _read_index, f"the index of {root}")
+    if damaged:
+        warn(damaged + " (every file is checked again)")
+    if stored is not None:
+        _reuse_stored(stored, listing, ok, reason_code, reasons, sha1, todo)
 
     pending = np.flatnonzero(todo)
     if len(pending):
         results = parallel_map(_check_one, listing.paths[pending], num_workers, desc=desc)
+        flushed = time.monotonic()
         for i, (r, h) in zip(pending, results):
             reason_code[i], sha1[i], ok[i] = _code(reasons, r), h, r == ""
+            todo[i] = False
+            if time.monotonic() - flushed >= FLUSH_SECONDS:  # a killed build keeps what it checked
+                done = np.flatnonzero(~todo)
+                write_parquet_atomic(_index(root, listing, ok, reason_code, reasons, sha1, done).to_table(), store)
+                flushed = time.monotonic()
 
-    reason = StringColumn.from_arrow(decode_codes(reason_code, list(reasons)))
+    index = _index(root, listing, ok, reason_code, reasons, sha1)
     release_arrow_memory()  # the stored table and the join were transient
-    index = FileIndex(root, listing.paths, ok, reason, sha1, listing.size, listing.mtime_ns)
-    if len(pending) or not store.exists():
+    if len(pending) or stored is None:
         write_parquet_atomic(index.to_table(), store)
     return index

@@ -65,6 +65,7 @@ import cv2
 import numpy as np
 
 from bias.core.errors import ConfigError
+from bias.core.parallel import die_with_parent
 from bias.core.progress import progress_bar
 
 #: Bump when the same parameters would render different pixels; it is part of the cache key.
@@ -1053,6 +1054,7 @@ def _render_chunk(chunk: _Chunk) -> int:
 
 
 def _init_worker() -> None:
+    die_with_parent()
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from bias.core.parallel import worker_init
 from bias.core.progress import progress_bar
 from bias.experiment.config import BaselinesConfig, options_from_config
 from bias.experiment.results import bootstrap_ci
@@ -86,7 +87,8 @@ def extract(dataset, specs: Mapping[str, Any], opts: BaselineOptions, workers: i
     """Features of every loadable item: {baseline: {candidate: [n, d]}}, labels, dataset positions."""
     from classifiers.data import collate
 
-    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                        worker_init_fn=worker_init if workers else None)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in specs}
     labels, index = [], []
     for batch in progress_bar(loader, desc=desc, leave=False):

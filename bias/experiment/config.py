@@ -5,6 +5,7 @@ and raises one `ConfigError` when anything is wrong, e.g.::
 
     recipe.epochs: expected an integer, got 'abc'
     recipe.lr: must be > 0, got -0.1
+    recipe.lr: expected a finite number, got inf
     recipe.precision: expected one of ['no', 'fp16', 'bf16'], got 'fp32'
     recipe.epoch: unknown key (did you mean recipe.epochs?)
     model.name is not set: pass model.name=...
@@ -18,8 +19,8 @@ first problem) and `problems` (every message).
 The checker is generic: a schema is a dataclass whose field types say what a value may be (`int`,
 `float`, `bool`, `str`, `X | None`, `list[X]`, `tuple[X, Y]`, `tuple[X, ...]`, `dict[str, X]`,
 `dict[str, Any]`, `Any`, `Literal[...]`, nested dataclasses) and whose `field(metadata=...)` adds
-constraints (see `CONSTRAINTS`). Rules: a bool is not a number; an int is accepted for a float; a float
-is never accepted for an int (not even 2.0); strings are never converted (YAML and Hydra already typed
+constraints (see `CONSTRAINTS`). Rules: a bool is not a number; a float is finite (never nan or inf); an
+int is accepted for a float; a float is never accepted for an int (not even 2.0); strings are never converted (YAML and Hydra already typed
 the values). Unknown keys are errors with a did-you-mean suggestion, except in open mappings
 (`dict[str, Any]`, `Any`, or a dataclass with `OPEN = True`, which checks its declared fields and lets
 any other key through). A required field (no default) must be present; Hydra's unset marker `???` in a
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -73,6 +75,7 @@ CONSTRAINTS = {
     "length": "a list with exactly this many items",
     "min_length": "a list with at least this many items",
     "ordered": "a list whose items do not decrease",
+    "unique": "a list in which no value repeats",
     "item": "a dict of these constraints, applied to every item of a list",
 }
 
@@ -166,6 +169,10 @@ def _check_constraints(value: Any, meta: Mapping[str, Any], key: str) -> list[st
         problems = [p for i, item in enumerate(value) for p in _check_constraints(item, meta.get("item", {}), f"{key}[{i}]")]
         if problems:
             return problems
+        repeated = sorted({v for i, v in enumerate(value) if v in value[:i]}) if meta.get("unique") else []
+        if repeated:
+            return [f"{key}: {_show(repeated[0])} is given more than once; each value counts once, so give distinct "
+                    f"values, got {_show(list(value))}"]
         if meta.get("ordered") and any(b < a for a, b in zip(value, value[1:])):
             return [f"{key}: values must not decrease (low <= high), got {_show(list(value))}"]
         return []
@@ -201,7 +208,9 @@ def _check_type(value: Any, tp: Any, key: str) -> list[str]:
     if tp is int:
         return [] if isinstance(value, int) and not isinstance(value, bool) else [expected]
     if tp is float:
-        return [] if isinstance(value, (int, float)) and not isinstance(value, bool) else [expected]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return [expected]
+        return [] if math.isfinite(value) else [f"{key}: expected a finite number, got {_show(value)}"]
     if tp is str:
         return [] if isinstance(value, str) else [expected]
     if tp is type(None):
@@ -508,7 +517,7 @@ class ClassifyConfig:
     transform: TransformConfig = _c()
     recipe: RecipeConfig = _c()
     model: ModelConfig = _c()
-    seeds: list[int] | None = _c(None, min_length=1, item={"min": 0})
+    seeds: list[int] | None = _c(None, min_length=1, unique=True, item={"min": 0})
     out: str | None = None
     num_workers: int | None = _c(None, min=0)
     threads: int | None = _c(None, gt=0)

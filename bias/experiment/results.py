@@ -56,7 +56,11 @@ def format_accuracy(results: dict[str, Any]) -> str:
 
 
 def aggregate_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample std of accuracy (and per dataset) over runs with different seeds."""
+    """Mean and sample std of accuracy (and per dataset) over runs with different seeds (a repeated seed is an
+    error: one run counted twice would shrink the spread)."""
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat: each run must be counted once")
     acc = np.array([r["accuracy"] for r in runs])
     names = runs[0]["datasets"]
     per = {n: np.array([r["per_dataset"][n] for r in runs]) for n in names}

@@ -7,8 +7,11 @@ only the main process writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -26,8 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from bias.core.distributed import partial_state, use_cpu
-from bias.core.errors import ConfigError
-from bias.core.io import write_json
+from bias.core.errors import BiasError, ConfigError, TrainingDiverged
+from bias.core.io import folder_lock, read_derived, read_json_object, warn, write_json, write_text_atomic
 from bias.core.strings import StringColumn
 from bias.data.dedup import NearDuplicateOptions, split_near_duplicates
 from bias.data.sources import resolve_sources
@@ -93,6 +96,8 @@ def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     `classifier=False` (the transform command, which trains nothing) leaves the model unchecked.
     """
     validate_classify_config(cfg)
+    for key in ("out", "cache_dir"):
+        check_output_folder(key, cfg.get(key))
     transform = transform_from_config(_plain(cfg.transform))
     if classifier:
         _check_classifier(transform, _plain(cfg.model), cfg.cache_dir)
@@ -111,6 +116,20 @@ def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     VerdictOptions.from_config(_plain(cfg.get("verdict")))
     transform.check_ready(cfg.cache_dir)  # missing model weights fail here, before any work
     return transform
+
+
+def check_output_folder(key: str, value: str | None) -> None:
+    """`key=value` names a folder this run may create and write: not a file, not on a read-only disk."""
+    if not value:
+        return
+    path = Path(os.path.expanduser(str(value)))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        named = "names a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ConfigError(f"{key}={value} {named}; {key} takes a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={value}: the folder {existing} is not writable (read-only or not yours); "
+                          f"choose another {key}=DIR")
 
 
 def _check_classifier(transform: Transform, model_cfg: dict[str, Any], cache_dir: str) -> None:
@@ -179,22 +198,82 @@ def run_classification(cfg: DictConfig, transform: Transform | None = None,
     return agg
 
 
+#: keys every finished run's results.json holds; a file without them is damaged
+RESULT_KEYS = ("accuracy", "ci95", "chance", "per_dataset", "confusion", "datasets", "seed", "history")
+
+
+def read_results(run_dir: Path, set_aside: bool = True) -> tuple[dict[str, Any] | None, str | None]:
+    """A finished run's results, checked (`bias.core.io.read_derived`): (results, None), (None, None) when the run
+    has not finished, or (None, note) when results.json was damaged (moved aside unless `set_aside=False`:
+    rerunning rebuilds it from the last checkpoint)."""
+    def reader(path: Path) -> dict[str, Any]:
+        results = read_json_object(path, RESULT_KEYS)
+        if not isinstance(results["accuracy"], float) or not math.isfinite(results["accuracy"]):
+            raise ValueError(f"accuracy {results['accuracy']!r} is not a finite number")
+        return results
+
+    return read_derived(run_dir / "results.json", reader, f"{run_dir / 'results.json'}", set_aside)
+
+
+def _run_lock(run_dir: Path, is_main: bool):
+    """The main process holds the run folder's lock while the run writes it; another run on it is refused."""
+    if not is_main:
+        return contextlib.nullcontext()
+    return folder_lock(run_dir, wait=False, busy=f"another run is writing {run_dir} (it holds {run_dir / '.lock'}); "
+                                                 "wait for it to finish, or choose another out=DIR")
+
+
 def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+    """One seed's run in its run folder, under the folder's lock (see `_run_in_folder`).
+
+    A check that fails before training starts removes the folder if this run made it, so that it never blocks
+    the corrected command."""
+    run_dir = run_dir_for(cfg, seed)
+    state = partial_state()
+    started: list[bool] = []
+    with _run_lock(run_dir, state.is_main_process):
+        try:
+            return _run_in_folder(cfg, seed, transform, run_dir, started, callbacks)
+        except BiasError:
+            if not started and state.is_main_process:
+                _remove_if_empty(run_dir)
+            raise
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but its lock file (under that lock: a contender is refused)."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {".lock"}:
+            (run_dir / ".lock").unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Path, started: list[bool],
+                   callbacks: Sequence[EpochCallback]) -> dict[str, Any]:
     from accelerate import Accelerator
 
-    run_dir = run_dir_for(cfg, seed)
     state = partial_state()
     recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
     recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
     expected = experiment_config(cfg)
     saved = run_dir / "experiment.json"
-    if saved.exists() and json.loads(saved.read_text()) != expected:
-        raise RunConfigError(
-            f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
-        )
+    if saved.exists():
+        try:
+            held = json.loads(saved.read_text())
+        except (OSError, ValueError) as err:
+            raise RunConfigError(f"{saved} is damaged ({type(err).__name__}), so what {run_dir} holds is unknown: "
+                                 f"delete the folder {run_dir} to start this run afresh, or choose another out=DIR"
+                                 ) from None
+        if held != expected:
+            raise RunConfigError(
+                f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
+            )
     results_file = run_dir / "results.json"
-    if results_file.exists():
-        results = json.loads(results_file.read_text())
+    results, damaged = read_results(run_dir, set_aside=state.is_main_process)  # every process: all reuse or none
+    repaired = [damaged] if damaged else []
+    if damaged and state.is_main_process:
+        warn(damaged)
+    if results is not None:
         if state.is_main_process:
             print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
         return results
@@ -202,13 +281,13 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
     start = time.time()
     accelerator = Accelerator(cpu=use_cpu(), log_with="tensorboard", project_dir=str(run_dir),
                               mixed_precision=str(recipe.get("precision", "no")))
-    if accelerator.is_main_process:
+    split, skipped, dupes = prepare_split(cfg, accelerator)
+    if accelerator.is_main_process:  # only now: a check that failed above leaves nothing that blocks a rerun
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(expected, saved)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     accelerator.wait_for_everyone()
-
-    split, skipped, dupes = prepare_split(cfg, accelerator)
+    started.append(True)
     transform.setup(seed=seed, image_size=int(recipe["image_size"]),
                     run_dir=run_dir if accelerator.is_main_process else None)
     resize = cfg.data.get("resize_shorter")
@@ -220,12 +299,88 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         resize = None  # the cache is stored at the resized size already
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        outcome, baselines, text_info = _train(cfg, recipe, model_cfg, split, transform, seed, resize, train_read,
+                                               val_read, run_dir, accelerator, callbacks,
+                                               report.store if transform.kind == "precomputed" else None)
+    except TrainingDiverged as err:
+        if accelerator.is_main_process:
+            write_json({"status": "failed", "reason": str(err), "what": err.what, "value": str(err.value),
+                        "epoch": err.epoch, "step": err.step, "seed": seed}, run_dir / "failed.json")
+        accelerator.end_training()
+        raise TrainingDiverged(err.what, err.value, err.epoch, err.step,
+                               f"the run is recorded as failed in {run_dir / 'failed.json'}") from None
+    ev = outcome.evaluation
+    results = summarize(ev.label, ev.pred, split.names, seed)
+    verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
+                                   results["accuracy"], baselines["baselines"],
+                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))))
+    load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
+    skipped = skipped + load_failures
+    results.update(
+        transform=transform.name,
+        transform_params=transform.get_params(),
+        family=transform.family,
+        model=model_cfg["name"],
+        recipe=recipe.get("name"),
+        seed=seed,
+        split_seed=int(cfg.data.get("split_seed", 0)),
+        n_train=int(len(split.train_paths) - len({f["path"] for f in outcome.failed_train})),
+        n_val=int(len(ev.label)),
+        n_skipped=len(skipped),
+        skipped=skipped,
+        duplicates=dupes,
+        history=outcome.history,
+        baselines=baselines["baselines"],
+        baselines_info={k: v for k, v in baselines.items() if k not in ("baselines", "repaired")},
+        verdict=verdict,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        optimizer_steps=outcome.steps,
+        processes=accelerator.num_processes,
+        wall_time_s=round(time.time() - start, 2),
+        train_time_s=round(outcome.wall_time_s, 2),
+        run_dir=str(run_dir),
+        repaired=repaired + (report.repaired_files if transform.kind == "precomputed" else []) + outcome.repaired
+        + baselines.get("repaired", []),
+        **text_info,
+    )
+    if accelerator.is_main_process:
+        names = np.array(split.names)
+        pacsv.write_csv(
+            _predictions_table(split, ev, names), run_dir / "predictions.csv"
+        )
+        plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
+                       f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
+        plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
+        write_json(results, results_file)
+        (run_dir / "failed.json").unlink(missing_ok=True)  # an earlier attempt diverged; this one finished
+        print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
+        print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+        if baselines["baselines"]:
+            print(f"  baselines (linear probes, same split and inputs): {format_baselines(baselines['baselines'])}")
+        print(f"  verdict: {verdict['verdict']} ({verdict['reason']})")
+        if skipped:
+            print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
+        if dupes["train_val"] or dupes["across_datasets"]:
+            print(f"  exact duplicates: {dupes['train_val']} val images also in train, "
+                  f"{dupes['across_datasets']} contents in more than one dataset")
+        for note in results["repaired"]:
+            print(f"  repaired: {note}")
+        print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
+    accelerator.end_training()
+    return results
+
+
+def _train(cfg: DictConfig, recipe: dict[str, Any], model_cfg: dict[str, Any], split: Split, transform: Transform,
+           seed: int, resize: int | None, train_read: StringColumn, val_read: StringColumn, run_dir: Path, accelerator,
+           callbacks: Sequence[EpochCallback], store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Train and evaluate the run's classifier: (outcome, baselines, text-run info)."""
     text_info: dict[str, Any] = {}
     if transform.output == "text":  # captions: read back from the cache, classified by a text model
         from bias.experiment.text import classify_texts
 
         start_logging(split, run_dir, accelerator)
-        outcome, baselines, text_info = classify_texts(cfg, recipe, split, report.store, seed, run_dir, accelerator,
+        outcome, baselines, text_info = classify_texts(cfg, recipe, split, store, seed, run_dir, accelerator,
                                                        callbacks)
     else:
         group = transform.augment_group
@@ -249,60 +404,7 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
         start_logging(split, run_dir, accelerator)
         outcome = train_classifier(model, train_set, val_set, recipe, accelerator, run_dir, seed, split.num_classes,
                                    callbacks)
-    ev = outcome.evaluation
-    results = summarize(ev.label, ev.pred, split.names, seed)
-    verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
-                                   results["accuracy"], baselines["baselines"],
-                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))))
-    load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
-    skipped = skipped + load_failures
-    results.update(
-        transform=transform.name,
-        transform_params=transform.get_params(),
-        family=transform.family,
-        model=model_cfg["name"],
-        recipe=recipe.get("name"),
-        seed=seed,
-        split_seed=int(cfg.data.get("split_seed", 0)),
-        n_train=int(len(split.train_paths) - len({f["path"] for f in outcome.failed_train})),
-        n_val=int(len(ev.label)),
-        n_skipped=len(skipped),
-        skipped=skipped,
-        duplicates=dupes,
-        history=outcome.history,
-        baselines=baselines["baselines"],
-        baselines_info={k: v for k, v in baselines.items() if k != "baselines"},
-        verdict=verdict,
-        resumed_from_epoch=outcome.resumed_from_epoch,
-        optimizer_steps=outcome.steps,
-        processes=accelerator.num_processes,
-        wall_time_s=round(time.time() - start, 2),
-        train_time_s=round(outcome.wall_time_s, 2),
-        run_dir=str(run_dir),
-        **text_info,
-    )
-    if accelerator.is_main_process:
-        names = np.array(split.names)
-        pacsv.write_csv(
-            _predictions_table(split, ev, names), run_dir / "predictions.csv"
-        )
-        plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
-                       f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
-        plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
-        write_json(results, results_file)
-        print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
-        print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
-        if baselines["baselines"]:
-            print(f"  baselines (linear probes, same split and inputs): {format_baselines(baselines['baselines'])}")
-        print(f"  verdict: {verdict['verdict']} ({verdict['reason']})")
-        if skipped:
-            print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
-        if dupes["train_val"] or dupes["across_datasets"]:
-            print(f"  exact duplicates: {dupes['train_val']} val images also in train, "
-                  f"{dupes['across_datasets']} contents in more than one dataset")
-        print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
-    accelerator.end_training()
-    return results
+    return outcome, baselines, text_info
 
 
 def start_logging(split: Split, run_dir: Path, accelerator) -> None:
@@ -325,9 +427,10 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
     saved = run_dir / "baselines.json"
     result: list[Any] = [None]
     if accelerator.is_main_process:
-        if saved.exists():
-            result[0] = json.loads(saved.read_text())
-        else:
+        result[0], damaged = read_derived(saved, lambda p: read_json_object(p, ("baselines",)))
+        if damaged:
+            warn(damaged)
+        if result[0] is None:
             group, size = transform.augment_group, int(recipe["image_size"])
             view = eval_augment(recipe, group)
             probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
@@ -337,6 +440,8 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
             result[0] = run_baselines(probe_train, probe_val, split.num_classes, transform.output == "vector", opts,
                                       seed, int(recipe["num_workers"]))
             write_json(result[0], saved)
+            if damaged:
+                result[0] = {**result[0], "repaired": [damaged]}
     if accelerator.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     return result[0]
@@ -389,8 +494,10 @@ def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
         paths, sha1s = split.all_read(), split.all_sha1()
     report = precompute(transform, paths, sha1s, cfg, state)
     summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,
-               "repaired": report.repaired, "failed": len(report.failed)}
+               "repaired": report.repaired, "failed": len(report.failed), "repaired_files": report.repaired_files}
     if state.is_main_process:
         print(f"{transform.name}: {report.computed} computed ({report.repaired} of them repaired), {report.reused} "
               f"reused, {len(report.failed)} failed -> {report.folder} (manifest.json lists failures)")
+        for note in report.repaired_files:
+            print(f"  repaired: {note}")
     return summary

@@ -5,7 +5,8 @@ Rows are transform names, optionally with parameters: `"patch_shuffle:patch_size
 (`"caption_short:recipe=sentence_t5"`). A text row (a caption transform) gets `examples/<row>.md`, the
 sample images' texts, instead of an image grid.
 Each row is an ordinary classify run in its own run directory, so finished runs are reused and
-an interrupted table resumes where it stopped.
+an interrupted table resumes where it stopped. A seed whose training diverged (a non-finite loss or
+output) makes its row failed, listed with the epoch and step, never an accuracy; the other rows go on.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow.csv as pacsv
 
-from bias.core.errors import BiasError
+from bias.core.errors import TrainingDiverged
 from bias.core.io import write_json
+from bias.data.sources import resolve_sources
 from bias.experiment.published import YCD_CHANCE, published_accuracy
 from bias.experiment.results import bootstrap_ci
 from bias.experiment.verdict import LEARNED, verdict_marker
@@ -133,11 +135,15 @@ def _correct(run_dir: Path) -> np.ndarray:
 
 
 def run_failure(run: Mapping[str, Any]) -> str | None:
-    """Why a run failed (its results say `status: failed`, or it raised), or None for a finished run."""
+    """Why a run failed (`status: failed`, e.g. its training diverged), or None for a finished run."""
     if run.get("status") != "failed":
         return None
-    failure = run.get("failure") or run.get("error") or "the run failed"
-    return failure if isinstance(failure, str) else "; ".join(f"{k} {v}" for k, v in dict(failure).items())
+    f = run.get("failure") or {}
+    if isinstance(f, str):
+        return f
+    if {"what", "epoch", "step"} <= set(f):
+        return f"non-finite {f['what']} at epoch {f['epoch']}, step {f['step']}"
+    return str(f.get("reason") or "the run failed")
 
 
 def failed_row(label: str, transform: str, failures: Sequence[str], run_dirs: Sequence[Path]) -> Row:
@@ -325,7 +331,6 @@ def example_samples(cfg, k: int) -> dict[str, tuple[list[str], np.ndarray]]:
     """The first `k` usable samples (in index order) of every dataset, from any data source: (read paths, SHA-1s)."""
     from omegaconf import OmegaConf
 
-    from bias.data.sources import resolve_sources
     from bias.data.split import index_datasets
 
     cache_dir = Path(cfg.cache_dir)
@@ -358,24 +363,25 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
         sub = compose(config_name="classify", overrides=[*common, f"transform={name}", *recipe, *model,
                                                          *(f"transform.{k}={override_value(v)}" for k, v in params.items())])
         configs.append((row_label(name, params), sub, validate(sub)))
-    rows, all_runs = [], []
+    rows = []
     for label, sub, transform in configs:
         runs, dirs = [], []
         for s in seeds:
             sub.seed = s
             try:
                 runs.append(run_classification(sub, transform))
-            except BiasError as err:  # every row was validated above: this is the run failing, not the config
-                runs.append({"status": "failed", "failure": str(err), "seed": s, "transform": transform.name})
+            except TrainingDiverged as err:  # recorded in the run's failed.json; the table says so and goes on
+                print(f"error: {label}, seed {s}: {err}")
+                runs.append({"status": "failed", "seed": s, "transform": transform.name, "family": transform.family,
+                             "failure": {"what": err.what, "epoch": err.epoch, "step": err.step, "reason": str(err)}})
             dirs.append(run_dir_for(sub, s))
-        all_runs += runs
         rows.append(make_row(label, runs, dirs))
     out = Path(cfg.table_out) if cfg.get("table_out") else Path("runs") / str(cfg.data.name) / f"table-{cfg.recipe.name}"
     state = partial_state()
     md, png = out / "table.md", out / "table.png"
     if state.is_main_process:
         header = table_header(str(cfg.data.name), str(cfg.recipe.name), seeds)
-        num_classes = next((len(r["datasets"]) for r in all_runs if r.get("datasets")), 0)
+        num_classes = len(resolve_sources(OmegaConf.to_container(cfg.data, resolve=True)))
         md, png = write_table(rows, out, f"Bias table: {cfg.data.name}, recipe {cfg.recipe.name}", num_classes,
                               header)
     if cfg.get("examples"):

@@ -17,6 +17,9 @@ For the distinct source contents of a split (SHA-1s from the index), sharded acr
    it computed); the main process merges them, at the start of a run (what a killed run left) and at
    its end, and writes `manifest.json`.
 
+The main process holds the store's lock (`<folder>/.lock`) from its first merge to its last: a second
+job on the same store waits for the first, then reuses its outputs instead of computing them again.
+
 `timings=RunTimings()` records where the main thread's time goes, batch by batch (waiting for the
 DataLoader, forward, postprocess, hand-over to the writer): a few clock reads per batch, and on
 CUDA one synchronisation after each forward (which postprocess would wait for anyway), so that the
@@ -30,6 +33,7 @@ model or its outputs failed on it).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import queue
@@ -44,8 +48,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bias.core.io import write_json
-from bias.core.parallel import default_workers
+from bias.core.io import folder_lock, write_json
+from bias.core.parallel import default_workers, die_with_parent
 from bias.core.progress import progress_bar
 from bias.core.strings import StringColumn, as_string_column, sha1_array
 from bias.data.images import ImageDecodeError
@@ -95,6 +99,8 @@ class RunReport:
     repaired: int
     failed: list[dict[str, str]] = field(default_factory=list)
     ranks: list[dict[str, int]] = field(default_factory=list)
+    #: merged store files found damaged and rebuilt (what they listed was computed again)
+    repaired_files: list[str] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -192,6 +198,7 @@ class _Collate:
 
 
 def _worker_init(_: int) -> None:
+    die_with_parent()
     try:
         import cv2
 
@@ -268,37 +275,34 @@ class _Forward:
             return self.model.forward(on_device)
 
 
-#: the writer thread flushes what it holds as part files at least this often (seconds): a killed run keeps
-#: what it computed up to then, and the next run reuses it (slow model transforms run for days)
-FLUSH_SECONDS = 60.0
+#: the writer thread flushes what it holds as part files at least every `FLUSH_SECONDS` seconds and every
+#: `FLUSH_ITEMS` stored items: a killed run keeps what it computed up to then, and the next run reuses it
+#: (slow model transforms run for days; fast CPU ones store thousands of items a minute). What a kill costs
+#: is measured in benchmarks/RESULTS.md
+FLUSH_SECONDS = 10.0
+FLUSH_ITEMS = 512
 
 
 class _Writer(threading.Thread):
     """Stores postprocessed items off the main thread; errors are recorded per item; flushes every
-    `FLUSH_SECONDS` (as it is when the writer is made)."""
+    `FLUSH_SECONDS` and every `FLUSH_ITEMS` items (as they are when the writer is made)."""
 
     def __init__(self, store: OutputStore) -> None:
         super().__init__(daemon=True, name="output-writer")
         self.writer = store.writer()
         self.flush_seconds = FLUSH_SECONDS
+        self.flush_items = FLUSH_ITEMS
         self.queue: queue.Queue = queue.Queue(maxsize=8)
         self.stored: set[str] = set()
         self.failures: list[dict[str, str]] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        flushed = time.monotonic()
+        flushed, unflushed = time.monotonic(), 0
         while True:
             job = self.queue.get()
             if job is None:
                 return
-            if time.monotonic() - flushed >= self.flush_seconds:
-                try:
-                    self.writer.flush()
-                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
-                    self.error = err
-                    return
-                flushed = time.monotonic()
             for (sha, path), outputs in job:
                 try:
                     self.writer.put(sha, outputs)
@@ -309,6 +313,14 @@ class _Writer(threading.Thread):
                 except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
                     self.error = err
                     return
+            unflushed += len(job)
+            if time.monotonic() - flushed >= self.flush_seconds or unflushed >= self.flush_items:
+                try:
+                    self.writer.flush()
+                except BaseException as err:  # noqa: BLE001  (re-raised by the main thread)
+                    self.error = err
+                    return
+                flushed, unflushed = time.monotonic(), 0
 
     def submit(self, items: list[tuple[tuple[str, str], dict[str, Any]]]) -> None:
         if self.error is not None:
@@ -359,8 +371,20 @@ def run_batched(
     hashes, first = np.unique(sha1s, return_index=True)  # sorted distinct digests, first path holding each
     mine = _rank_slice(len(hashes), rank, world_size)
     mine_hashes, mine_paths = hashes[mine], paths[first[mine]]
-    if rank == 0:
-        store.merge()  # what a killed run flushed (part files) is reused below, not recomputed
+    with contextlib.ExitStack() as held:
+        if rank == 0:  # one job at a time fills a store: a second one waits, then reuses what this one stored
+            held.enter_context(folder_lock(store.folder, wait=True, busy=f"another job is filling {store.folder}; "
+                                           "waiting for it, to reuse what it stores"))
+            store.merge()  # what a killed run flushed (part files) is reused below, not recomputed
+        return _run_locked(model, mine_hashes, mine_paths, hashes, store, resize_shorter, rank, barrier, gather,
+                           num_workers, verify, show_progress, manifest, timings)
+
+
+def _run_locked(model: BatchModel, mine_hashes: np.ndarray, mine_paths: StringColumn, hashes: np.ndarray,
+                store: OutputStore, resize_shorter: int | None, rank: int, barrier: Callable[[], None] | None,
+                gather: Callable[[Any], list[Any]], num_workers: int | None, verify: bool, show_progress: bool,
+                manifest: Mapping[str, Any] | None, timings: RunTimings | None) -> RunReport:
+    """`run_batched` while rank 0 holds the store's lock."""
     if barrier is not None:
         barrier()
     ok, damaged = store.stored(mine_hashes, verify=verify)
@@ -377,14 +401,17 @@ def run_batched(
     ranks = gather(counts)
     all_failed = [f for part in gather(failures) for f in part]
     totals = {k: sum(int(r[k]) for r in ranks) for k in ("computed", "reused", "repaired", "failed")}
+    repaired_files = [f for part in gather(store.repaired_files) for f in part]
     if rank == 0:
         store.merge()
         write_json({"transform": model.name, "outputs": {k: v.kind for k, v in store.outputs.items()},
                     **dict(manifest or {}), "resize_shorter": resize_shorter, "n_unique": int(len(hashes)),
-                    **totals, "ranks": ranks, "failed": all_failed}, store.folder / "manifest.json")
+                    **totals, "ranks": ranks, "failed": all_failed, "repaired_files": repaired_files},
+                   store.folder / "manifest.json")
     if barrier is not None:
         barrier()
-    return RunReport(store, totals["computed"], totals["reused"], totals["repaired"], all_failed, ranks)
+    return RunReport(store, totals["computed"], totals["reused"], totals["repaired"], all_failed, ranks,
+                     sorted(set(repaired_files)))
 
 
 def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged: np.ndarray, store: OutputStore,

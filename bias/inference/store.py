@@ -20,7 +20,12 @@ rename, so a killed job leaves no half-written file, and a rerun skips what is s
 
 A stored image is trusted only if its bytes still match the recorded checksum
 (`verify`): a truncated, overwritten or deleted output is recomputed from its source and counted as
-repaired, apart from sources that are themselves broken.
+repaired, apart from sources that are themselves broken. A merged file that cannot be read (entries,
+text, tables, vector indexes) is moved aside to `<name>.damaged`, reported in `repaired_files`, and
+what it listed is computed again.
+
+One job at a time fills a store (`bias.inference.runner` holds `<folder>/.lock`): a second job on the
+same store waits, then reuses what the first stored instead of computing it again.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bias.core.io import atomic_path, write_bytes_atomic, write_parquet_atomic
+from bias.core.io import atomic_path, read_derived, warn, write_bytes_atomic, write_parquet_atomic
 from bias.core.strings import StringColumn, join_strings, sha1_array, sha1_to_arrow
 
 OUTPUT_KINDS = ("image", "text", "table", "vector")
@@ -101,6 +106,9 @@ class OutputStore:
     def __init__(self, folder: str | os.PathLike, outputs: Mapping[str, OutputSpec]) -> None:
         self.folder = Path(folder)
         self.outputs = dict(outputs)
+        #: one line per merged file found damaged, moved aside (`<name>.damaged`) and rebuilt: what it listed
+        #: counts as not stored, so it is computed again from the sources
+        self.repaired_files: list[str] = []
 
     # --- paths ----------------------------------------------------------------------------------------
     def image_path(self, sha1: str) -> Path:
@@ -118,8 +126,23 @@ class OutputStore:
     # --- what is stored ---------------------------------------------------------------------------------
     def entries(self) -> pa.Table:
         """The merged entry rows (empty table when nothing was merged yet)."""
-        path = self.folder / "entries.parquet"
-        return pq.read_table(path) if path.exists() else ENTRY_SCHEMA.empty_table()
+        table = self._read_merged(self.folder / "entries.parquet", ENTRY_SCHEMA.names)
+        return ENTRY_SCHEMA.empty_table() if table is None else table
+
+    def _read_merged(self, path: Path, columns: Sequence[str]) -> pa.Table | None:
+        """A merged parquet file, checked (`bias.core.io.read_derived`): None when absent or damaged."""
+        def reader(p: Path) -> pa.Table:
+            table = pq.read_table(p)
+            missing = set(columns) - set(table.column_names)
+            if missing:
+                raise ValueError(f"missing columns {sorted(missing)}")
+            return table
+
+        table, damaged = read_derived(path, reader)
+        if damaged:
+            warn(damaged + " (what it listed is computed again)")
+            self.repaired_files.append(damaged)
+        return table
 
     def stored(self, sha1s: np.ndarray, verify: bool = True, threads: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """(ok, damaged) masks over `sha1s`. ok: stored with every declared output and, with `verify`, an image
@@ -164,10 +187,10 @@ class OutputStore:
         for name, spec in self.outputs.items():
             if spec.kind not in ("text", "vector"):
                 continue
-            path = self._merged_path(name, spec)
-            if not path.exists():
+            table = self._read_merged(self._merged_path(name, spec), ["sha1"])
+            if table is None:
                 return np.zeros(len(sha1s), dtype=bool)
-            have = np.unique(sha1_array(pq.read_table(path, columns=["sha1"])["sha1"]))
+            have = np.unique(sha1_array(table["sha1"]))
             present &= np.isin(sha1s, have)
         return present
 
@@ -243,8 +266,9 @@ class OutputStore:
         if not files:
             return
         tables = [pq.read_table(f) for f in files]
-        if merged.exists():
-            tables.insert(0, pq.read_table(merged))
+        previous = self._read_merged(merged, ["sha1"])
+        if previous is not None:
+            tables.insert(0, previous)
         write_parquet_atomic(_latest_per_sha(pa.concat_tables(tables, promote_options="permissive")), merged)
         for f in files:
             f.unlink()

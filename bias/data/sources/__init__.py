@@ -31,20 +31,39 @@ from bias.data.sources.planted import planted_sources
 from bias.data.sources.webdataset import LOCATOR_PREFIX, load_member
 from bias.data.split import DataConfigError, parse_dataset_paths
 
-__all__ = ["SOURCE_KINDS", "Source", "create_source", "load_image", "parse_sources", "register_source",
+__all__ = ["SOURCE_KINDS", "Source", "check_distinct_folders", "create_source", "load_image", "parse_sources", "register_source",
            "resolve_sources"]
 
 
 def resolve_sources(data: Mapping[str, Any]) -> dict[str, Source]:
     """Dataset name -> its source, in label order, for a whole `data` config (see the module docstring)."""
     if data.get("datasets") is not None:
-        return parse_sources(data["datasets"])
+        return check_distinct_folders(parse_sources(data["datasets"]))
     if "paths" in data:
-        return {name: FolderSource(name=name, path=path) for name, path in parse_dataset_paths(data["paths"]).items()}
+        return check_distinct_folders({name: FolderSource(name=name, path=path)
+                                       for name, path in parse_dataset_paths(data["paths"]).items()})
     if data.get("generator") is not None:
         return planted_sources(dict(data["generator"]))
     raise DataConfigError("the data config names no datasets: give data.datasets (one entry per dataset, each with "
                           "its kind), data.paths (one folder per dataset) or data.generator (a planted preset)")
+
+
+def check_distinct_folders(sources: dict[str, Source]) -> dict[str, Source]:
+    """`sources`, if no folder dataset is another's folder or lies inside it (its images would be in both, some as a
+    training image of one and a validation image of the other); else one `DataConfigError` naming both."""
+    folders = {name: os.path.realpath(s.folder()) for name, s in sources.items() if isinstance(s, FolderSource)
+               and str(s.path) != "???"}
+    for a, fa in folders.items():
+        for b, fb in folders.items():
+            if a == b:
+                continue
+            if fa == fb and a < b:
+                raise DataConfigError(f"datasets {a!r} and {b!r} are the same folder {fa}: give each dataset its own "
+                                      "folder")
+            if fb.startswith(fa.rstrip(os.sep) + os.sep):
+                raise DataConfigError(f"dataset {b!r} ({fb}) lies inside the folder of dataset {a!r} ({fa}), which "
+                                      f"would hold its images too: give datasets folders that do not contain each other")
+    return sources
 
 
 def load_image(read_path: str | os.PathLike, resize_shorter: int | None = None) -> np.ndarray:
