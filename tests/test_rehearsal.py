@@ -155,6 +155,17 @@ def test_caption_default_loads_from_the_hub_cache_with_its_processor_and_chat_te
     assert spec["size"] == PUBLISHED_PROCESSORS[repo]["size"] and spec["crop_size"] == {"height": 336, "width": 336}
     assert spec["prompt_text"] == "USER: <image>\nDescribe this image in one sentence. ASSISTANT:"
     assert len(report.store.read_text("caption")) == 2
+    # describe reads these captions back and names the commit in its models section
+    from omegaconf import OmegaConf
+
+    from describe.inputs import read_captions
+    from describe.report import Builder, section_models
+
+    cfg = OmegaConf.create({"data": {"resize_shorter": None}, "cache_dir": str(tmp_path / "cache")})
+    texts, source, missing = read_captions(cfg, t, images[0], np.asarray(images[1], dtype="S40"), None, compute=False)
+    assert missing == {} and source["model"]["commit"] == COMMIT
+    html = section_models(Builder({"inputs": {"caption_source": source}}))
+    assert COMMIT in html and repo in html
 
 
 def test_a_store_computed_from_another_commit_is_not_reused(hub, images, tmp_path):
@@ -229,3 +240,37 @@ def test_a_batch_of_different_shapes_runs_as_groups_and_gives_what_one_at_a_time
         b = np.asarray(Image.open(alone.store.image_path(sha))).astype(int)
         assert np.abs(a - b).max() <= 1
     assert torch.get_num_threads() >= 1
+
+
+def test_sentence_t5_default_loads_from_the_hub_cache_and_classifies_text(hub, tmp_path):
+    from omegaconf import OmegaConf
+
+    from classifiers.models import create_classifier
+    from classifiers.text import tokenize
+    from tests.conftest import ROOT
+    from tests.helpers.tiny_models import save_tiny_t5
+
+    save_tiny_t5(hub_snapshot(hub, hub_id("sentence_t5_base"), COMMIT))
+    kwargs = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "sentence_t5.yaml"))["kwargs"]
+    assert kwargs["weights"] == "sentence_t5_base"
+    model = create_classifier("sentence_encoder", num_classes=3, kwargs={**kwargs, "max_length": 8})
+    x = torch.stack([tokenize(model.tokenizer, text, 8) for text in ("a red circle", "two blue squares")])
+    assert tuple(model(x).shape) == (2, 3)
+
+
+def test_text_to_image_default_loads_from_the_hub_cache(hub, tmp_path):
+    from bias.inference.store import OutputStore
+    from tests.test_generation import FakeCaptioner, tiny_sdxl
+
+    repo = hub_id("sdxl_turbo")
+    tiny_sdxl(hub_snapshot(hub, repo, COMMIT))
+    arrays = [np.full((24, 20, 3), value, dtype=np.uint8) for value in (10, 110)]  # captioned as CAPTIONS 0 and 2
+    (tmp_path / "images").mkdir()
+    paths, shas = save_pngs(tmp_path / "images", arrays)
+    captions = OutputStore(tmp_path / "captions", FakeCaptioner.outputs)
+    run_batched(FakeCaptioner(), paths, shas, captions, num_workers=0, show_progress=False)
+    t = create_transform("text_to_image", captions={"folder": str(captions.folder)}, size=32, device="cpu")
+    report = run(t, (paths, shas), tmp_path / "cache")
+    assert (report.computed, report.failed) == (2, [])
+    assert manifest(report)["model"]["pipeline"] == {"kind": "hf", "hf": repo, "commit": COMMIT}
+    assert np.asarray(Image.open(report.store.image_path(shas[0]))).shape == (32, 32, 3)  # generated at size
