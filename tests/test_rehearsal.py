@@ -274,3 +274,20 @@ def test_text_to_image_default_loads_from_the_hub_cache(hub, tmp_path):
     assert (report.computed, report.failed) == (2, [])
     assert manifest(report)["model"]["pipeline"] == {"kind": "hf", "hf": repo, "commit": COMMIT}
     assert np.asarray(Image.open(report.store.image_path(shas[0]))).shape == (32, 32, 3)  # generated at size
+
+
+@pytest.mark.slow
+def test_a_classify_run_records_the_commit_and_the_preprocessing_it_used(hub, tmp_path):
+    from tests.conftest import TINY, read_results, run_cli
+
+    repo = hub_id("depth_anything_v2_large")
+    save_tiny_depth_anything(hub_snapshot(hub, repo, COMMIT))
+    out = tmp_path / "run"
+    run_cli("classify.py", "data=planted", "data.per_dataset=6", "data.val_per_dataset=3",
+            "data.generator.n_per_dataset=9", "transform=depth", "transform.device=cpu", f"cache_dir={tmp_path / 'c'}",
+            f"out={out}", *TINY, "recipe.epochs=1", env={"HF_HOME": str(hub.parent), "HF_HUB_OFFLINE": "1"})
+    r = read_results(out)
+    assert r["transform_params"]["weights"] == "depth_anything_v2_large"
+    assert r["transform_model"] == {"kind": "hf", "hf": repo, "commit": COMMIT}
+    assert r["transform_preprocessing"]["from"] == "checkpoint"
+    assert r["transform_preprocessing"]["processor"] == "DPTImageProcessor"

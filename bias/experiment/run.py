@@ -259,6 +259,8 @@ def run_one(cfg: DictConfig, seed: int, transform: Transform, callbacks: Sequenc
     results.update(
         transform=transform.name,
         transform_params=transform.get_params(),
+        transform_model=transform.model_identity(),  # hub weights: the commit of the snapshot loaded
+        transform_preprocessing=transform.preprocessing(),
         family=transform.family,
         model=model_cfg["name"],
         recipe=recipe.get("name"),
