@@ -39,13 +39,9 @@ SIZES = [(40, 64), (48, 32)]
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache as the only place models can come from: HF_HOME here, offline."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
+def hub(offline_hf) -> Path:
+    """An empty Hugging Face cache (tests/conftest.py `offline_hf`), offline: where the snapshots go."""
+    return offline_hf
 
 
 @pytest.fixture(scope="module")

@@ -203,15 +203,6 @@ def test_package_not_installed_says_pip_install():
 
 # --- hf --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def offline_hf(tmp_path, monkeypatch) -> Path:
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
 @pytest.mark.parametrize("filename", [None, "model.safetensors"])
 def test_hf_offline_with_empty_cache_says_what_to_do(offline_hf, filename):
     source = WeightSource.from_config({"hf": "some-org/tiny-model", "revision": "v1.0", "filename": filename})
