@@ -355,7 +355,7 @@ class ClipEncoder:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """Architecture, weights (digest or hub revision; random: the seed), preprocessing, context length."""
+        """Architecture, weights (digest or the hub commit loaded; random: the seed), preprocessing, context length."""
         import open_clip
 
         if self._weights is None:

@@ -57,6 +57,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _TRUE = {"1", "on", "yes", "true"}
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+#: hub revisions resolved online in this process: (id, revision, filename, cache_dir) -> commit
+_ONLINE_COMMITS: dict[tuple[str | None, ...], str] = {}
 
 
 class WeightIntegrityError(MissingModelError):
@@ -228,7 +230,12 @@ class WeightSource:
             raise ConfigError(f"weights: only Hugging Face weights have a commit, these are {self.kind}")
         if _COMMIT.fullmatch(self.revision):
             return self.revision
-        return snapshot_commit(self.resolve(offline=offline))
+        if offline or (offline is None and _hf_offline()):  # the local refs decide, and may change: read them now
+            return snapshot_commit(self.resolve(offline=True))
+        key = (self.hf, self.revision, self.filename, self.cache_dir)
+        if key not in _ONLINE_COMMITS:  # one hub request per process, not one per cache key
+            _ONLINE_COMMITS[key] = snapshot_commit(self.resolve(offline=False))
+        return _ONLINE_COMMITS[key]
 
     def resolve(self, cache_root: str | os.PathLike = "cache", offline: bool | None = None) -> Path:
         """A local file or folder holding the weights, or `MissingModelError` saying how to get them.
