@@ -68,6 +68,9 @@ def test_every_config_names_its_model_by_a_catalogue_entry():
     assert weights_config("sam_vit_l") == {"sha256": None, **entry("sam_vit_l").source}
     sam = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "transform" / "sam.yaml"))["weights"]
     assert sam == weights_config("sam_vit_l")
+    from transforms.neural.sam import DEFAULT_WEIGHTS, SAM_CHECKPOINTS
+
+    assert DEFAULT_WEIGHTS == sam and DEFAULT_WEIGHTS["url"] == SAM_CHECKPOINTS["vit_l"]
 
 
 @pytest.mark.parametrize("name", ["seg", "depth", "vae", "imagenet_cls", "object_det", "object_crops",
