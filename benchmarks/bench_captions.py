@@ -125,7 +125,14 @@ def main() -> None:
     else:
         projection = "3M images on 8 GPUs: not measured (this is a CPU run; the projection needs a CUDA measurement)"
     print(projection)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result = {"model": what, "device": str(device), "threads": torch.get_num_threads(), "load_s": round(load_s, 2),
+              "peak_mb": round(peak), "peak_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
               "preprocess_ms_per_image": round(preprocess_ms, 2), "max_new_tokens": args.max_new_tokens,
               "rows": rows, "projection": projection}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))

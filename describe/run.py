@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from bias.core.errors import BiasError, ConfigError, DataError
+from bias.core.errors import BiasError, ConfigError, DataError, MissingModelError
 from bias.experiment.config import DataConfig, TransformConfig, _c, check_schema, to_plain
 
 STAGE_ORDER = ("objects", "language", "themes", "differences", "explained")
@@ -218,17 +218,10 @@ def check_stages(plain: Mapping[str, Any], stages: Mapping[str, Stage]) -> None:
 # --- side outputs ---------------------------------------------------------------------------------------
 
 def side_output_transform(name: str, params: Mapping[str, Any] | None = None) -> Any:
-    """The transform of a side output from its packaged config (configs/transform/<name>.yaml)."""
-    import bias.configs
-    from omegaconf import OmegaConf
-
+    """The transform of a side output with its published defaults (the transform's own), updated by `params`."""
     from bias.experiment.run import transform_from_config
 
-    path = Path(bias.configs.__file__).parent / "transform" / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"side_outputs.{name}: no packaged transform config {path.name}")
-    tcfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return transform_from_config({**tcfg, **dict(params or {})})
+    return transform_from_config({"name": name, **dict(params or {})})
 
 
 def side_output_stores(plain: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +235,12 @@ def side_output_stores(plain: Mapping[str, Any]) -> dict[str, Any]:
         mode = (plain.get("side_outputs") or {}).get(name, "auto")
         if mode == "off":
             continue
-        store = output_store(side_output_transform(name), plain["cache_dir"], data.get("resize_shorter"))
+        try:  # the store is keyed by the commit of the model's snapshot: without the model, no store is known
+            store = output_store(side_output_transform(name), plain["cache_dir"], data.get("resize_shorter"))
+        except MissingModelError as error:
+            if mode == "required":
+                raise DataError(f"side_outputs.{name}=required but its model is not here: {error}") from error
+            continue
         if (store.folder / "manifest.json").exists():
             found[name] = store
         elif mode == "required":

@@ -35,10 +35,11 @@ import numpy as np
 from bias.core.errors import ConfigError, MissingModelError
 from bias.core.io import write_json, write_parquet_atomic
 from bias.core.progress import progress_bar
+from bias.inference.models import weight_source
 from bias.inference.weights import WeightSource
 
-#: the packaged configuration that names the default sentence encoder (its ``kwargs.weights``)
-DEFAULT_SENTENCE_CONFIG = "model/minilm_probe.yaml"
+#: the default sentence encoder: the packaged all-MiniLM-L6-v2, by its catalogue name
+DEFAULT_SENTENCE_WEIGHTS = "all_minilm_l6_v2"
 EMBEDDING_FOLDER = "embeddings"
 
 
@@ -52,13 +53,9 @@ class TextEncoder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def default_sentence_weights() -> dict[str, Any]:
-    """The packaged MiniLM's weight source, as the MiniLM probe's config names it (one place for the pin)."""
-    from bias.configs import CONFIG_DIR
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / DEFAULT_SENTENCE_CONFIG), resolve=True)
-    return dict(cfg["kwargs"]["weights"])
+def default_sentence_weights() -> str:
+    """The packaged MiniLM's catalogue name (`bias.inference.models` holds its pin)."""
+    return DEFAULT_SENTENCE_WEIGHTS
 
 
 def text_digest(text: str) -> str:
@@ -190,7 +187,7 @@ class SentenceEncoder:
 
     def __init__(self, weights: Any = None, cache_dir: str | os.PathLike = "cache", batch_size: int = 64,
                  max_length: int = 256, device: str = "cpu") -> None:
-        self.weights = WeightSource.from_config(weights if weights is not None else default_sentence_weights())
+        self.weights = weight_source(weights if weights is not None else default_sentence_weights())
         self.cache_dir, self.batch_size, self.max_length, self.device = Path(cache_dir), int(batch_size), \
             int(max_length), device
         self.stats = EncodeStats()
@@ -273,7 +270,7 @@ class ClipEncoder:
             raise ConfigError("describe.clip: give pretrained (an open_clip tag) or checkpoint (a weight file), "
                               "not both")
         self.model_name, self.pretrained = str(model), pretrained
-        self.checkpoint = None if checkpoint is None else WeightSource.from_config(checkpoint)
+        self.checkpoint = None if checkpoint is None else weight_source(checkpoint)
         self.model_config = None if model_config is None else json.loads(json.dumps(dict(model_config)))
         self.cache_dir, self.batch_size, self.device = Path(cache_dir), int(batch_size), device
         self.init_seed = int(init_seed)
@@ -358,7 +355,7 @@ class ClipEncoder:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """Architecture, weights (digest or hub revision; random: the seed), preprocessing, context length."""
+        """Architecture, weights (digest or the hub commit loaded; random: the seed), preprocessing, context length."""
         import open_clip
 
         if self._weights is None:

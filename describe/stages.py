@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,20 +70,15 @@ def _wanted_sources(ctx_plain: Mapping[str, Any]) -> list[str]:
 # --- objects --------------------------------------------------------------------------------------------
 
 def imagenet_transform(plain: Mapping[str, Any]) -> Any:
-    """The `imagenet_cls` transform of the config's ``imagenet`` section (packaged defaults for what it omits).
+    """The `imagenet_cls` transform of the config's ``imagenet`` section (the transform's defaults for what it omits).
 
     Every key but ``min_prob`` (the presence threshold, read by `imagenet_presence`) is a transform parameter
     (weights, model_name, arch, size, top_k, batch_size, device, dtype, ...).
     """
-    import bias.configs
-    from omegaconf import OmegaConf
-
     from bias.experiment.run import transform_from_config
 
-    packaged = OmegaConf.to_container(OmegaConf.load(Path(bias.configs.__file__).parent / "transform" /
-                                                     "imagenet_cls.yaml"), resolve=True)
     params = {k: v for k, v in dict(plain.get("imagenet") or {}).items() if k not in ("min_prob",)}
-    return transform_from_config({**packaged, **params})
+    return transform_from_config({"name": "imagenet_cls", **params})
 
 
 def check_objects(plain: Mapping[str, Any]) -> None:
@@ -104,8 +98,7 @@ def _imagenet(ctx: StageContext, sha: list[str]) -> tuple[Any, dict[str, Any]]:
     store = output_store(transform, ctx.cache_dir, resize)
     report = run_batched(transform, ctx.inputs.image_paths, ctx.inputs.sha1s, store, resize_shorter=resize,
                          num_workers=ctx.plain.get("num_workers"), show_progress=True,
-                         manifest={"version": transform.version, "params": transform.get_params(),
-                                   "model": transform.model_identity(), "dtype": transform.cache_dtype()})
+                         manifest=transform.manifest())
     threshold = float((ctx.options("imagenet")).get("min_prob", IMAGENET_THRESHOLD))
     presence = imagenet_presence(report.store, sha, threshold)
     info = {"model": {"name": "imagenet_cls", "model_name": transform.model_name, "size": transform.size,

@@ -82,3 +82,14 @@ def precompute_on_two_ranks(args: list[str], cache_root: Path, port: int) -> tup
 
 def read_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture
+def offline_hf(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache as the only place models come from: HF_HOME in tmp_path, HF_HUB_OFFLINE=1.
+    Returns the hub folder (``$HF_HOME/hub``), where ``models--org--name/snapshots/<commit>/`` go."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"

@@ -35,6 +35,7 @@ from bias.data.planted import (
 from bias.data.planted_scene import colour_name, long_caption, place_name, short_caption
 from bias.experiment.run import transform_from_config
 from bias.experiment.text import bag_of_words_baseline, choose_grid_point, fine_tune, grid_points
+from bias.inference.models import weights_config
 from bias.inference.runner import run_batched
 from bias.inference.weights import WeightIntegrityError
 from classifiers.text import TextDataset, embed_texts, encoder_folder, load_encoder
@@ -250,8 +251,9 @@ def test_planted_scene_captions_are_ground_truth_offline_and_only_for_planted_da
                             prompt="Say something.")
     assert same.cache_key() == t.cache_key()
     assert create_transform("caption_short", captioner="planted_scene").cache_key() != t.cache_key()
-    assert (create_transform("caption_long", weights="a/b").cache_key()
-            != create_transform("caption_long", weights="a/c").cache_key())
+    pinned = "1" * 40  # a commit as revision keys the cache without a look-up (a branch needs the snapshot here)
+    assert (create_transform("caption_long", weights={"hf": "a/b", "revision": pinned}).cache_key()
+            != create_transform("caption_long", weights={"hf": "a/c", "revision": pinned}).cache_key())
     report = caption_run(t, (paths, [file_sha1(p) for p in paths]), tmp_path)
     texts = texts_by_sha(report.store)
     for path in paths:
@@ -277,7 +279,7 @@ def test_missing_models_fail_before_any_work_saying_what_to_download(tmp_path, m
         encoder_folder({"hf": "sentence-transformers/sentence-t5-base"}, tmp_path)
     assert not (tmp_path / "cache").exists()
     with pytest.raises(WeightIntegrityError, match="not the pinned"):
-        encoder_folder({**MINILM, "sha256": "0" * 64}, tmp_path)
+        encoder_folder({**weights_config(MINILM), "sha256": "0" * 64}, tmp_path)
     with pytest.raises(ConfigError, match="needs processor"):
         create_transform("caption_short", weights=None, arch={"model_type": "llava"})
 

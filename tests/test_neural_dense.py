@@ -235,7 +235,7 @@ def empty_hf_cache(tmp_path, monkeypatch) -> Path:
 def test_a_shipped_model_missing_offline_fails_before_any_work_saying_what_to_download(name, model_id,
                                                                                       empty_hf_cache, tmp_path):
     t = shipped(name)
-    assert t.weights["hf"] == model_id and t._model is None
+    assert t.weight_source().hf == model_id and t._model is None
     with pytest.raises(MissingModelError) as missing:
         t.check_ready(tmp_path / "cache")
     message = str(missing.value)
@@ -267,7 +267,9 @@ def test_weights_and_arch_are_checked_when_the_transform_is_built(tmp_path):
     with pytest.raises(ValueError, match="fit must be one of pad, stretch"):
         create_transform("seg", weights=None, arch=SEG_ARCHS["segformer"], fit="crop")
     with pytest.raises(ValueError, match="std must be three positive numbers"):
-        create_transform("depth", weights=None, arch=DEPTH_ARCH, std=[0.2, 0.0, 0.2])
+        create_transform("depth", weights=None, arch=DEPTH_ARCH, mean=[0.5] * 3, std=[0.2, 0.0, 0.2])
+    with pytest.raises(ValueError, match="set mean and std together"):
+        create_transform("depth", weights=None, arch=DEPTH_ARCH, std=[0.2, 0.2, 0.2])
 
 
 def test_the_command_line_names_the_missing_model_in_one_line(tmp_path):

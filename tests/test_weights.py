@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from bias.core.errors import BiasError, ConfigError, MissingModelError
-from bias.inference.weights import WeightIntegrityError, WeightSource, load_state_dict, sha256_file
+from bias.inference.weights import WeightIntegrityError, WeightSource, load_state_dict, sha256_file, snapshot_commit
 
 PAYLOAD = b"not really weights, but bytes with a known hash\n" * 100
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -203,15 +203,6 @@ def test_package_not_installed_says_pip_install():
 
 # --- hf --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def offline_hf(tmp_path, monkeypatch) -> Path:
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
 @pytest.mark.parametrize("filename", [None, "model.safetensors"])
 def test_hf_offline_with_empty_cache_says_what_to_do(offline_hf, filename):
     source = WeightSource.from_config({"hf": "some-org/tiny-model", "revision": "v1.0", "filename": filename})
@@ -234,7 +225,28 @@ def test_hf_offline_uses_the_local_cache(offline_hf):
     assert source.kind == "hf" and source.revision == "main"
     assert source.resolve() == snapshot
     assert WeightSource(hf="some-org/tiny-model", filename="model.safetensors").resolve().read_bytes() == PAYLOAD
-    assert source.identity() == {"kind": "hf", "hf": "some-org/tiny-model", "revision": "main"}
+    assert source.identity() == {"kind": "hf", "hf": "some-org/tiny-model", "commit": commit}
+    assert source.record() == {"kind": "hf", "hf": "some-org/tiny-model", "commit": commit, "revision": "main"}
+
+
+def test_hf_identity_is_the_commit_loaded_never_the_branch(offline_hf):
+    """Two snapshots of one id: moving refs/main moves the identity; a pinned commit needs no lookup."""
+    repo = offline_hf / "models--some-org--tiny-model"
+    (repo / "refs").mkdir(parents=True)
+    commits = ["1" * 40, "2" * 40]
+    for i, commit in enumerate(commits):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "model.safetensors").write_bytes(PAYLOAD + bytes([i]))
+    source = WeightSource(hf="some-org/tiny-model")
+    seen = []
+    for commit in commits:
+        (repo / "refs" / "main").write_text(commit)
+        assert source.resolve() == repo / "snapshots" / commit
+        seen.append(source.identity())
+    assert [s["commit"] for s in seen] == commits and seen[0] != seen[1]
+    assert WeightSource(hf="some-org/tiny-model", revision=commits[0]).identity()["commit"] == commits[0]
+    with pytest.raises(MissingModelError, match="not inside a Hugging Face cache snapshot"):
+        snapshot_commit(offline_hf)
 
 
 # --- load_state_dict -------------------------------------------------------------------------------------

@@ -43,9 +43,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from bias.inference.models import weight_source
 from bias.inference.runner import resolve_device
 from bias.inference.store import IMAGE, OutputSpec, OutputStore
-from bias.inference.weights import WeightSource
 
 FAMILIES = ("reference", "semantic", "structural", "spatial", "colour", "frequency")
 
@@ -103,6 +103,17 @@ class Transform:
     def cache_dtype(self) -> str | None:
         """The dtype the outputs are computed in, part of the cache key (None: no model)."""
         return None
+
+    def preprocessing(self) -> dict[str, Any] | None:
+        """How a model transform feeds its network (the checkpoint's own preprocessing, or the overrides used);
+        None without a model."""
+        return None
+
+    def manifest(self) -> dict[str, Any]:
+        """What a precompute run records in its store's ``manifest.json``: version, parameters, the weights'
+        identity (hub weights: the commit loaded), dtype and the preprocessing used."""
+        return {"version": self.version, "params": self.get_params(), "model": self.model_identity(),
+                "dtype": self.cache_dtype(), "preprocessing": self.preprocessing()}
 
     def output_params(self) -> dict[str, Any]:
         """The parameters that can change the outputs (the cache key's): `get_params` less `runtime_params`.
@@ -197,9 +208,10 @@ class ModelTransform(Transform):
 
     A subclass takes its own parameters plus these (all in its constructor, stored by name):
 
-        weights      where the weights come from (`bias.inference.weights.WeightSource`: a Hugging
-                     Face id + revision, a local path, a URL + sha256, or a file inside an
-                     installed package); part of the cache key through its identity
+        weights      where the weights come from: a catalogue name (`bias.inference.models`) or a
+                     `bias.inference.weights.WeightSource` (a Hugging Face id + revision, a local
+                     path, a URL + sha256, or a file inside an installed package); part of the
+                     cache key through its identity (hub weights: the commit loaded)
         batch_size   images per forward (halved automatically on CUDA out-of-memory)
         device       "auto" (the process's GPU if there is one, else the CPU), "cpu", "cuda", "cuda:1"
         dtype        "auto" (bf16 on GPUs that support it, else fp16; fp32 on the CPU), or
@@ -229,7 +241,7 @@ class ModelTransform(Transform):
         if self.weights is None:
             return None
         if self._source is None:
-            self._source = WeightSource.from_config(self.weights)
+            self._source = weight_source(self.weights)
         return self._source
 
     def weight_path(self, cache_root: str | os.PathLike = "cache") -> Path | None:
@@ -237,8 +249,16 @@ class ModelTransform(Transform):
         return None if source is None else source.resolve(cache_root)
 
     def model_identity(self) -> dict[str, Any] | None:
+        """The weights' identity (hub weights: the commit of the snapshot loaded), which stands for `weights` in
+        the cache key: the same file named by a catalogue name or spelled out gives the same key."""
         source = self.weight_source()
         return {"random_init": True} if source is None else source.identity()
+
+    def output_params(self) -> dict[str, Any]:
+        params = super().output_params()
+        if self.weights is not None:
+            params.pop("weights", None)
+        return params
 
     def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
         self.weight_path(cache_root)  # resolves (and verifies) the weights, or raises MissingModelError

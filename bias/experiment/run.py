@@ -320,6 +320,8 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
     results.update(
         transform=transform.name,
         transform_params=transform.get_params(),
+        transform_model=transform.model_identity(),  # hub weights: the commit of the snapshot loaded
+        transform_preprocessing=transform.preprocessing(),
         family=transform.family,
         model=model_cfg["name"],
         recipe=recipe.get("name"),
@@ -473,8 +475,7 @@ def precompute(transform: Transform, paths: StringColumn, sha1s: np.ndarray, cfg
     return run_batched(transform, paths, sha1s, output_store(transform, cfg.cache_dir, resize), resize_shorter=resize,
                        rank=state.process_index, world_size=state.num_processes, barrier=state.wait_for_everyone,
                        gather=gather, num_workers=cfg.get("num_workers"), show_progress=state.is_local_main_process,
-                       manifest={"version": transform.version, "params": transform.get_params(),
-                                 "model": transform.model_identity(), "dtype": transform.cache_dtype()})
+                       manifest=transform.manifest())
 
 
 def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:

@@ -31,9 +31,9 @@ import torch
 
 from bias.core.errors import ConfigError, MissingModelError
 from bias.core.strings import sha1_array
+from bias.inference.models import weight_source
 from bias.inference.runner import RunReport, run_batched
 from bias.inference.store import OutputSpec, OutputStore
-from bias.inference.weights import WeightSource
 
 LATENT_VERSION = 1
 #: the seed of a randomly initialised VAE (every process builds the same one)
@@ -48,7 +48,7 @@ def vae_downsampling_factor(config: Mapping[str, Any]) -> int:
 def vae_identity(weights: Any, arch: Mapping[str, Any] | None) -> dict[str, Any]:
     if weights is None:
         return {"random_init": True, "arch": dict(arch or {})}
-    return WeightSource.from_config(weights).identity()
+    return weight_source(weights).identity()
 
 
 def check_vae_ready(weights: Any, arch: Mapping[str, Any] | None, cache_root: str | os.PathLike) -> Path | None:
@@ -60,7 +60,7 @@ def check_vae_ready(weights: Any, arch: Mapping[str, Any] | None, cache_root: st
         return None
     if arch is not None:
         raise ConfigError("vae: set either weights (a trained autoencoder) or arch (random weights), not both")
-    source = WeightSource.from_config(weights)
+    source = weight_source(weights)
     path = source.resolve(cache_root)
     if not (path.is_dir() and (path / "config.json").is_file()):
         fix = (f"download it again: `hf download {source.hf} --revision {source.revision}`" if source.kind == "hf"

@@ -10,7 +10,8 @@ A `WeightSource` says where weights come from, as one of four kinds:
   package), found without importing the package and checked against its ``sha256``.
 
 `WeightSource.resolve` returns a local path or raises `MissingModelError` saying what to download and where
-to put it; `WeightSource.identity` says what identifies the weights in a cache key; `load_state_dict` reads a
+to put it; `WeightSource.identity` says what identifies the weights in a cache key (for hub weights the commit
+of the snapshot actually loaded, never a branch name); `load_state_dict` reads a
 weight file without ever unpickling arbitrary objects.
 """
 
@@ -55,6 +56,9 @@ _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _TRUE = {"1", "on", "yes", "true"}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: hub revisions resolved online in this process: (id, revision, filename, cache_dir) -> commit
+_ONLINE_COMMITS: dict[tuple[str | None, ...], str] = {}
 
 
 class WeightIntegrityError(MissingModelError):
@@ -89,7 +93,7 @@ class WeightSource:
     local: str | None = None
     url: str | None = None
     package: str | None = None
-    #: hf: commit hash, tag or branch; defaults to "main". A branch moves: pin a commit hash for reproducibility.
+    #: hf: commit hash, tag or branch; defaults to "main". A branch moves: `identity` holds the commit it resolved to.
     revision: str | None = None
     #: hf: one file inside the repository (else the whole snapshot); url: the name to store the download under.
     filename: str | None = None
@@ -197,14 +201,14 @@ class WeightSource:
     def identity(self) -> dict[str, str]:
         """What identifies these weights, for a cache key (always with the ``kind``).
 
-        hf: the id and revision (and filename). A branch such as "main" is not a fixed identity: the repository
-        can move on while the key stays the same, so pin a commit hash where results are cached. url and package:
+        hf: the id and the commit of the snapshot actually loaded (`commit`: a branch or tag such as "main" is
+        resolved, so a store computed from another commit is never reused), and the filename. url and package:
         the pinned sha256 (a package folder without one: its digest). local file: its sha256, hashed once per
         process while its size, mtime and inode stay the same; local folder: the resolved path and the digest
         of its weight files (`folder_sha256`).
         """
         if self.kind == "hf":
-            ident = {"kind": "hf", "hf": self.hf, "revision": self.revision}
+            ident = {"kind": "hf", "hf": self.hf, "commit": self.commit()}
             return ident | ({"filename": self.filename} if self.filename else {})
         if self.kind == "url" or (self.kind == "package" and self.sha256):
             return {"kind": self.kind, "sha256": self.sha256}
@@ -215,11 +219,32 @@ class WeightSource:
             return {"kind": "local", "local": str(path.resolve()), "sha256": folder_sha256(path)}
         return {"kind": "local", "sha256": _sha256_memo(path)}
 
-    def resolve(self, cache_root: str | os.PathLike = "cache") -> Path:
+    def record(self) -> dict[str, str]:
+        """What a run records about these weights: the identity, plus the revision asked for (hf)."""
+        return self.identity() | ({"revision": self.revision} if self.kind == "hf" else {})
+
+    def commit(self, offline: bool | None = None) -> str:
+        """hf: the 40-hex commit of the snapshot that `resolve` gives, read from the local Hugging Face cache
+        (``models--org--name/snapshots/<commit>/``); a commit hash as `revision` is taken as it is."""
+        if self.kind != "hf":
+            raise ConfigError(f"weights: only Hugging Face weights have a commit, these are {self.kind}")
+        if _COMMIT.fullmatch(self.revision):
+            return self.revision
+        if offline or (offline is None and _hf_offline()):  # the local refs decide, and may change: read them now
+            return snapshot_commit(self.resolve(offline=True))
+        key = (self.hf, self.revision, self.filename, self.cache_dir)
+        if key not in _ONLINE_COMMITS:  # one hub request per process, not one per cache key
+            _ONLINE_COMMITS[key] = snapshot_commit(self.resolve(offline=False))
+        return _ONLINE_COMMITS[key]
+
+    def resolve(self, cache_root: str | os.PathLike = "cache", offline: bool | None = None) -> Path:
         """A local file or folder holding the weights, or `MissingModelError` saying how to get them.
 
-        `cache_root` is where url downloads are kept; other kinds ignore it.
+        `cache_root` is where url downloads are kept; other kinds ignore it. hf: `offline` True looks in the
+        local cache only (None: as HF_HUB_OFFLINE says).
         """
+        if self.kind == "hf":
+            return self._resolve_hf(offline)
         return getattr(self, f"_resolve_{self.kind}")(Path(cache_root))
 
     def _resolve_local(self, cache_root: Path) -> Path:
@@ -269,7 +294,7 @@ class WeightSource:
                                        f"not the pinned file; reinstall it: {install} --force-reinstall")
         return path
 
-    def _resolve_hf(self, cache_root: Path) -> Path:
+    def _resolve_hf(self, offline: bool | None = None) -> Path:
         from huggingface_hub import hf_hub_download, snapshot_download
         from huggingface_hub.errors import (
             EntryNotFoundError,
@@ -280,7 +305,7 @@ class WeightSource:
         )
 
         cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else _hf_cache_dir()
-        offline = _hf_offline()
+        offline = _hf_offline() if offline is None else offline
         kwargs = {"revision": self.revision, "cache_dir": cache_dir, "local_files_only": offline}
         try:
             if self.filename:
@@ -306,6 +331,16 @@ class WeightSource:
                 f"copy its cache folder {folder} (from $HF_HOME/hub there, ~/.cache/huggingface/hub by default) "
                 f"to {cache_dir / folder} here; or add `--local-dir DIR`, copy DIR here and pass it as a local "
                 "path (weights={local: DIR})")
+
+
+def snapshot_commit(path: str | os.PathLike) -> str:
+    """The commit of a Hugging Face cache snapshot path (``.../snapshots/<commit>[/file]``)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "snapshots" and _COMMIT.fullmatch(parts[i + 1]):
+            return parts[i + 1]
+    raise MissingModelError(f"weights: {path} is not inside a Hugging Face cache snapshot "
+                            "(models--org--name/snapshots/<commit>/); its commit is unknown")
 
 
 def folder_sha256(folder: str | os.PathLike) -> str:

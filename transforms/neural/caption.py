@@ -58,14 +58,14 @@ import torch
 from bias.core.errors import ConfigError, MissingModelError
 from bias.data.planted import SCENE_VERSION, find_scene_record
 from bias.data.planted_scene import scene_caption
+from bias.inference.models import weight_source
 from bias.inference.runner import resolve_device
 from bias.inference.store import TEXT, OutputSpec
-from bias.inference.weights import WeightSource
 from transforms.neural.image_models import ImageModelTransform, hf_config
 from transforms.registry import register_transform
 
 PROMPTS = {"short": "Describe this image in one sentence.", "long": "Describe this image in one paragraph."}
-DEFAULT_WEIGHTS = {"hf": "llava-hf/llava-1.5-7b-hf", "revision": "main"}
+DEFAULT_WEIGHTS = "llava_1_5_7b"  #: a catalogue name (bias.inference.models)
 MODEL, PLANTED_SCENE = "model", "planted_scene"
 CAPTIONERS = (MODEL, PLANTED_SCENE)
 QUANTIZATIONS = ("4bit", "8bit")
@@ -193,7 +193,7 @@ class Caption(ImageModelTransform):
 
     def _resolve_processor(self) -> Path:
         if self.processor is not None:
-            return WeightSource.from_config(self.processor).resolve(self._cache_root)
+            return weight_source(self.processor).resolve(self._cache_root)
         path = self.weight_path(self._cache_root)
         if path is None:
             raise ConfigError(f"transform ({self.name}): no processor for random weights; set processor=<folder>")
@@ -208,6 +208,18 @@ class Caption(ImageModelTransform):
             folder = self._processor_folder or self._resolve_processor()
             self._processor = AutoProcessor.from_pretrained(folder)
         return self._processor
+
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The model's own processor (AutoProcessor of the weights' folder) and the prompt text it is given."""
+        if self.ground_truth:
+            return None
+        from transforms.neural.image_models import processor_settings
+
+        processor = self.processor_object()
+        images = getattr(processor, "image_processor", None)
+        return {"from": "checkpoint" if self.processor is None else "processor folder",
+                **(processor_settings(images) if images is not None else {"processor": type(processor).__name__}),
+                "prompt_text": self.prompt_text()}
 
     def prompt_text(self) -> str:
         """The text the model is prompted with: `template`, else the processor's chat template, else the prompt."""
@@ -327,9 +339,9 @@ class ShortCaption(Caption):
     """One sentence per image ("Describe this image in one sentence.")."""
     keeps = "what a captioner says about the image in one sentence"
     published = (
-        'LLaVA-1.5-7B `llava-hf/llava-1.5-7b-hf` (any transformers image-to-text model by id), "Describe this '
-        'image in one sentence.", greedy, 100 new tokens; classified as text; `captioner=planted_scene`: the '
-        "planted generator's ground truth"
+        'LLaVA-1.5-7B `llava_1_5_7b` = `llava-hf/llava-1.5-7b-hf` (any transformers image-to-text model by '
+        'id), "Describe this image in one sentence.", greedy, 100 new tokens; classified as text; '
+        "`captioner=planted_scene`: the planted generator's ground truth"
     )
 
     form = "short"

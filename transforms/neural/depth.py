@@ -41,25 +41,30 @@ class Depth(CanvasModelTransform):
     transformers port of the Large model (a Hugging Face id and revision); any transformers depth
     model works by id.
 
-    The image is fitted on a ``size x size`` canvas (`fit`; the default 518 is Depth Anything's input
-    size and keeps the aspect ratio, as its own pipeline does; `size` must be a multiple of the
-    model's patch size), normalised with `mean` / `std`; the prediction is upsampled to the canvas if
-    the model outputs less, cropped to the image, resized back to its size (bilinear), then min-max
-    scaled over the image.
+    The input is the checkpoint's own (its image processor: Depth Anything V2's keeps the aspect ratio, scales
+    a photo's shorter side to 518, rounds both sides to multiples of 14, bicubic, no padding), or with `size`/`fit`/`mean`/`std`
+    set our ``size x size`` canvas (`size` a multiple of the model's patch size); the prediction is
+    upsampled to the input if the model outputs less, cropped to the image, resized back to its size
+    (bilinear), then min-max scaled over the image.
     """
     keeps = "relative depth, the 3-D layout (near is bright)"
     published = (
-        "Depth Anything V2 Large `depth-anything/Depth-Anything-V2-Large-hf`, 518 px canvas keeping the aspect "
-        "ratio, resized to the image, min-max to 0-255, 3 channels"
+        'Depth Anything V2 Large `depth_anything_v2_large` = `depth-anything/Depth-Anything-V2-Large-hf`, fed '
+        "by its own image processor (aspect kept, a photo's shorter side 518, multiples of 14), resized to "
+        'the image, min-max to 0-255, 3 channels'
     )
 
     kind = "precomputed"
     augment_group = "b"
     family = "structural"
 
-    def __init__(self, weights: Any = None, arch: Mapping[str, Any] | None = None, size: int = 518,
-                 fit: str = "pad", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> None:
+    #: without an image processor (random weights): Depth Anything's input size, ImageNet statistics
+    FALLBACK = {"size": 518, "fit": "pad", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+    def __init__(self, weights: Any = "depth_anything_v2_large", arch: Mapping[str, Any] | None = None,
+                 size: int | None = None, fit: str | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, batch_size: int = 8, device: str = "auto",
+                 dtype: str = "auto") -> None:
         super().__init__(weights=weights, arch=arch, size=size, fit=fit, mean=mean, std=std, batch_size=batch_size,
                          device=device, dtype=dtype)
 
@@ -76,20 +81,23 @@ class Depth(CanvasModelTransform):
     def load_model(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         model = self.build()
         patch = getattr(model.config, "patch_size", None)
-        if isinstance(patch, int) and self.size % patch:
-            raise ConfigError(f"transform (depth).size: {self.size} is not a multiple of the model's patch size "
-                              f"{patch}; use e.g. {patch * max(1, round(self.size / patch))}")
+        side = (self.canvas() or {}).get("size")
+        if isinstance(patch, int) and side and side % patch:
+            raise ConfigError(f"transform (depth).size: {side} is not a multiple of the model's patch size "
+                              f"{patch}; use e.g. {patch * max(1, round(side / patch))}")
         return model
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """B x size x size float32 predictions on the canvas."""
-        x = self.normalise(batch["pixels"])
+    def forward(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Per image, its float32 prediction at the network's input size."""
+        return self.per_shape(batch["pixels"], self._depth)
+
+    def _depth(self, x: torch.Tensor) -> torch.Tensor:
         depth = self.model(pixel_values=x).predicted_depth.float()
         if depth.shape[-2:] != x.shape[-2:]:
             depth = torch.nn.functional.interpolate(depth[:, None], size=x.shape[-2:], mode="bilinear",
                                                     align_corners=False)[:, 0]
         return depth
 
-    def postprocess(self, outputs: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
-        return [{"image": depth_to_image(self.crop_back(d, valid, size, resize_depth))}
-                for d, valid, size in zip(outputs.cpu().numpy(), batch["valid"].tolist(), batch["size"].tolist())]
+    def postprocess(self, outputs: Sequence[torch.Tensor], batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"image": depth_to_image(self.crop_back(d.cpu().numpy(), valid, size, resize_depth))}
+                for d, valid, size in zip(outputs, batch["valid"].tolist(), batch["size"].tolist())]

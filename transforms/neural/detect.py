@@ -53,8 +53,8 @@ from transforms.neural.random_init import check_weights_or_arch, seeded
 from transforms.registry import register_transform
 
 LVIS_FILE = Path(__file__).resolve().parent / "data" / "lvis_v1.json"
-#: the published detector's substitute, pinned to a commit of its hub repository
-DEFAULT_WEIGHTS = {"hf": "google/owlv2-base-patch16-ensemble", "revision": "main"}
+#: the published detector's substitute
+DEFAULT_WEIGHTS = "owlv2_base_patch16_ensemble"  #: a catalogue name (bias.inference.models)
 #: one row per kept detection
 DETECTIONS = OutputSpec("table", columns={
     "x0": pa.float32(), "y0": pa.float32(), "x1": pa.float32(), "y1": pa.float32(),
@@ -151,8 +151,9 @@ class ObjectDetection(ModelTransform):
     """
     keeps = "which objects are where: LVIS box outlines and class names, one colour per class, on white"
     published = (
-        "LVIS (1,203 classes), score >= 0.5 (paper: ViTDet-H, not in transformers); ours: open-vocabulary OWLv2 "
-        "`google/owlv2-base-patch16-ensemble` queried with the LVIS v1 names, per-class NMS 0.5"
+        'LVIS (1,203 classes), score >= 0.5 (paper: ViTDet-H, not in transformers); ours: open-vocabulary '
+        'OWLv2 `owlv2_base_patch16_ensemble` = `google/owlv2-base-patch16-ensemble` queried with the LVIS v1 '
+        'names, per-class NMS 0.5'
     )
 
     augment_group = "a"
@@ -230,6 +231,13 @@ class ObjectDetection(ModelTransform):
             else:
                 self._processor = Owlv2ImageProcessor.from_pretrained(self.weight_path())
         return self._processor
+
+    def preprocessing(self) -> dict[str, Any]:
+        """OWLv2's own image processor (from the weights' folder): recorded as the run's preprocessing."""
+        from transforms.neural.image_models import processor_settings
+
+        source = "checkpoint" if self.weights is not None else "fallback (random weights: OWLv2's defaults)"
+        return {"from": source, **processor_settings(self.image_processor())}
 
     def preprocess(self, image: np.ndarray) -> dict[str, Any]:
         pixels = self.image_processor()(images=image, return_tensors="pt")["pixel_values"][0]

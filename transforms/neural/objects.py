@@ -12,7 +12,7 @@ Where the objects are (`source`):
 * ``seg``: the pixels whose ADE20K class (the `seg` transform's per-pixel arg-max, read through
   `seg_class_ids`) is one of `seg_classes` (ids 0-149 or names, required with this source: which
   classes count as objects is a choice, e.g. [person, car, chair]). `seg` updates the parameters of
-  the published `seg` config (`configs/transform/seg.yaml`); the detector is not loaded, and the
+  the `seg` transform with its published defaults; the detector is not loaded, and the
   `boxes` table stays empty.
 """
 
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import yaml
 
 from bias.core.errors import ConfigError
 from transforms.base import Transform
@@ -63,14 +61,6 @@ def seg_class_ids(seg: Transform, outputs: torch.Tensor, batch: Mapping[str, Any
     ids = outputs.cpu().numpy() if isinstance(outputs, torch.Tensor) else np.asarray(outputs)
     return [seg.crop_back(m, valid, size, resize_labels)
             for m, valid, size in zip(ids, torch.as_tensor(batch["valid"]).tolist(), torch.as_tensor(batch["size"]).tolist())]
-
-
-def published_seg_params() -> dict[str, Any]:
-    """The parameters of `configs/transform/seg.yaml` (without `name`)."""
-    text = resources.files("bias.configs").joinpath("transform", "seg.yaml").read_text()
-    params = dict(yaml.safe_load(text) or {})
-    params.pop("name", None)
-    return params
 
 
 def _check_fill(name: str, fill: Any) -> list[int]:
@@ -127,7 +117,7 @@ class ObjectRegions(ObjectDetection):
     def seg_transform(self) -> Transform:
         """The `seg` transform this one reads class ids from (published parameters updated by `seg`)."""
         if self._seg is None:
-            self._seg = create_transform("seg", **{**published_seg_params(), "batch_size": self.batch_size,
+            self._seg = create_transform("seg", **{"batch_size": self.batch_size,
                                                    "device": self.device, "dtype": self.dtype, **(self.seg or {})})
         return self._seg
 
@@ -189,7 +179,8 @@ class ObjectRegions(ObjectDetection):
 class ObjectCrops(ObjectRegions):
     """Only the objects: pixels outside every object (box, or seg class) set to `fill`; HxWx3 uint8."""
     keeps = "only the detected objects' pixels, the rest filled"
-    published = "ours: `object_det` boxes (or chosen ADE20K classes of `seg`: `source=seg`), `fill=0`"
+    published = ("ours: `object_det` boxes of `owlv2_base_patch16_ensemble` = `google/owlv2-base-patch16-ensemble` "
+                 "(or chosen ADE20K classes of `seg`: `source=seg`), `fill=0`")
 
     keep_objects = True
 
@@ -198,6 +189,7 @@ class ObjectCrops(ObjectRegions):
 class ObjectContext(ObjectRegions):
     """Only the context: pixels inside any object (box, or seg class) set to `fill`; HxWx3 uint8."""
     keeps = "only the pixels outside the detected objects"
-    published = "ours: the complement of `object_crops` (the two partition the image)"
+    published = ("ours: the complement of `object_crops` (the two partition the image), the same detector "
+                 "`owlv2_base_patch16_ensemble` = `google/owlv2-base-patch16-ensemble`")
 
     keep_objects = False

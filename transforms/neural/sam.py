@@ -45,6 +45,7 @@ import pyarrow as pa
 import torch
 
 from bias.core.errors import ConfigError, MissingModelError
+from bias.inference.models import weights_config
 from bias.inference.store import IMAGE, OutputSpec
 from transforms.base import ModelTransform
 from transforms.neural.random_init import check_weights_or_arch, seeded
@@ -68,8 +69,8 @@ SAM_VARIANTS = {
     "vit_b": {"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
               "encoder_global_attn_indexes": [2, 5, 8, 11]},
 }
-#: the published variant's checkpoint; its sha256 is not recorded (see the module docstring)
-DEFAULT_WEIGHTS = {"url": SAM_CHECKPOINTS["vit_l"], "sha256": None}
+#: the published variant's checkpoint, catalogue entry sam_vit_l; its sha256 is not recorded (see the module docstring)
+DEFAULT_WEIGHTS = weights_config("sam_vit_l")
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 MASKS = OutputSpec("table", columns={

@@ -69,17 +69,18 @@ class SemanticSegmentation(CanvasModelTransform):
     DPT, ...) and mask-classification models (Mask2Former, MaskFormer: a pixel's class score is the
     sum over queries of class probability times mask probability, the null class left out).
 
-    The image is fitted on a ``size x size`` canvas (`fit`, see `transforms.neural.image_models`),
-    normalised with `mean` / `std`; class scores are upsampled (bilinear) to the canvas, the arg-max
+    The input is the checkpoint's own (its image processor: Mask2Former's resizes the shorter side and rounds
+    to a multiple of 32), or with `size`/`fit`/`mean`/`std` set our ``size x size`` canvas (see
+    `transforms.neural.image_models`); class scores are upsampled (bilinear) to the input, the arg-max
     taken there, and the id map cropped to the image and resized back to its size by nearest neighbour.
     Side output `classes`: per image, one row per class present (class_id, class_name, pixels, share of
     the image's pixels), in class order.
     """
     keeps = "which ADE20K class (150) is where, painted in the standard ADE20K palette"
     published = (
-        "ADE20K semantic segmentation (paper: Mask2Former BEiT-v2-L ViT-Adapter); ours: Mask2Former Swin-L "
-        "`facebook/mask2former-swin-large-ade-semantic` (any transformers ADE20K model by id, e.g. SegFormer-B5, "
-        "UperNet), 640 px canvas keeping the aspect ratio"
+        'ADE20K semantic segmentation (paper: Mask2Former BEiT-v2-L ViT-Adapter); ours: Mask2Former Swin-L '
+        '`mask2former_swin_large_ade` = `facebook/mask2former-swin-large-ade-semantic` (any transformers '
+        'ADE20K model by id, e.g. SegFormer-B5, UperNet), fed by its own image processor'
     )
 
     kind = "precomputed"
@@ -87,9 +88,13 @@ class SemanticSegmentation(CanvasModelTransform):
     family = "semantic"
     outputs = {"image": IMAGE, "classes": CLASS_TABLE}
 
-    def __init__(self, weights: Any = None, arch: Mapping[str, Any] | None = None, size: int = 640,
-                 fit: str = "pad", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> None:
+    #: without an image processor (random weights): Mask2Former's ADE20K test size, the aspect kept, ImageNet stats
+    FALLBACK = {"size": 640, "fit": "pad", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+    def __init__(self, weights: Any = "mask2former_swin_large_ade", arch: Mapping[str, Any] | None = None,
+                 size: int | None = None, fit: str | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, batch_size: int = 8, device: str = "auto",
+                 dtype: str = "auto") -> None:
         super().__init__(weights=weights, arch=arch, size=size, fit=fit, mean=mean, std=std, batch_size=batch_size,
                          device=device, dtype=dtype)
         self._mask_classification = False
@@ -127,9 +132,11 @@ class SemanticSegmentation(CanvasModelTransform):
         return model
 
     # --- the runner's contract ------------------------------------------------------------------------
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """B x size x size uint8 class ids (the arg-max over classes, on the canvas)."""
-        x = self.normalise(batch["pixels"])
+    def forward(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Per image, its H x W uint8 class ids (the arg-max over classes) at the network's input size."""
+        return self.per_shape(batch["pixels"], self._class_ids)
+
+    def _class_ids(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=x)
         if self._mask_classification:
             classes = out.class_queries_logits.float().softmax(dim=-1)[..., :-1]
@@ -139,9 +146,9 @@ class SemanticSegmentation(CanvasModelTransform):
         scores = torch.nn.functional.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return scores.argmax(dim=1).to(torch.uint8)
 
-    def postprocess(self, outputs: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def postprocess(self, outputs: Sequence[torch.Tensor], batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         items = []
-        for ids, valid, size in zip(outputs.cpu().numpy(), batch["valid"].tolist(), batch["size"].tolist()):
-            ids = self.crop_back(ids, valid, size, resize_labels)
+        for ids, valid, size in zip(outputs, batch["valid"].tolist(), batch["size"].tolist()):
+            ids = self.crop_back(ids.cpu().numpy(), valid, size, resize_labels)
             items.append({"image": paint_classes(ids), "classes": class_shares(ids)})
         return items

@@ -42,16 +42,16 @@ class VAEReconstruction(ImageModelTransform):
     """
     keeps = "what an autoencoder reconstruction keeps: layout, objects, colour, not fine detail"
     published = (
-        "AutoencoderKL at 256x256, posterior mode, resized back (paper: latent-diffusion KL-f4); ours: "
-        "`stabilityai/sd-vae-ft-ema`, KL-f8 (no diffusers KL-f4 id is known to us; a converted KL-f4 folder works"
-        " with `transform.weights=/path/to/folder`)"
+        'AutoencoderKL at 256x256, posterior mode, resized back (paper: latent-diffusion KL-f4); ours: '
+        '`sd_vae_ft_ema` = `stabilityai/sd-vae-ft-ema`, KL-f8 (no diffusers KL-f4 id is known to us; a '
+        'converted KL-f4 folder works with `transform.weights=/path/to/folder`)'
     )
 
     kind = "precomputed"
     augment_group = "a"
     family = "semantic"
 
-    def __init__(self, weights: Any = None, arch: Mapping[str, Any] | None = None, size: int = 256,
+    def __init__(self, weights: Any = "sd_vae_ft_ema", arch: Mapping[str, Any] | None = None, size: int = 256,
                  batch_size: int = 16, device: str = "auto", dtype: str = "auto") -> None:
         super().__init__(weights=weights, arch=arch, batch_size=batch_size, device=device, dtype=dtype)
         check_size(f"{self.name}: size", size)
@@ -77,6 +77,18 @@ class VAEReconstruction(ImageModelTransform):
             raise ConfigError(f"transform (vae).size: {self.size} is not a multiple of the autoencoder's "
                               f"downsampling factor {factor}")
         return model
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The published input (stretched to size x size, scaled to [-1, 1]) and the autoencoder's own config values
+        that bear on it (diffusers' ``config.json``: its latent ``scaling_factor``, which a reconstruction cancels)."""
+        import json
+
+        path = self.weight_path(self._cache_root)
+        config = json.loads((path / "config.json").read_text()) if path is not None and \
+            (path / "config.json").is_file() else dict(self.arch or {})
+        return {"from": "published (the study's reconstruction)", "size": self.size, "fit": "stretch",
+                "range": [-1, 1], "scaling_factor": config.get("scaling_factor"),
+                "sample_size": config.get("sample_size")}
 
     def preprocess(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         square = resize_image(image, (self.size, self.size))
