@@ -19,10 +19,14 @@ for checkpoints too large to hold many of at once, a slice of coordinates of eve
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +44,46 @@ class CheckpointError(DataError):
 def _is_float(dtype: str | torch.dtype) -> bool:
     """safetensors' ``F32``/``BF16``/``F8_E4M3`` and torch's ``torch.float32``: floating point; ints and bools not."""
     return str(dtype).lower().replace("torch.", "").startswith(("f", "bf"))
+
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+def _safetensors_index(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a ``.safetensors`` file and where its data starts (the format: 8-byte little-endian
+    header size, the header, the data)."""
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return header, 8 + size
+
+
+def _safetensors_rows(path: Path, name: str, start: int, stop: int, columns: tuple[int, int] | None = None) -> Tensor:
+    """Rows ``start:stop`` of tensor `name` (first dimension), optionally only ``columns`` of a 2-D tensor, read
+    with plain file reads: far faster than memory-mapped slices for many small reads (measured 0.06 vs 22 ms per
+    400 kB slice on this machine)."""
+    header, data = _safetensors_index(path)
+    entry = header[name]
+    dtype, shape = _ST_DTYPES[entry["dtype"]], [int(d) for d in entry["shape"]]
+    item = torch.empty(0, dtype=dtype).element_size()
+    if not shape:
+        shape, start, stop = [1], 0, 1
+    row = math.prod(shape[1:]) * item
+    with open(path, "rb") as f:
+        if columns is None:
+            f.seek(data + entry["data_offsets"][0] + start * row)
+            buf = bytearray(f.read((stop - start) * row))
+            return torch.frombuffer(buf, dtype=dtype).reshape(stop - start, *shape[1:]) if buf else \
+                torch.zeros(0, *shape[1:], dtype=dtype)
+        a, b = columns
+        out = bytearray()
+        for r in range(start, stop):
+            f.seek(data + entry["data_offsets"][0] + r * row + a * item)
+            out += f.read((b - a) * item)
+        return torch.frombuffer(out, dtype=dtype).reshape(stop - start, b - a)
 
 
 def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -65,10 +109,9 @@ def _read_header(path: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
 
 def _load_tensors(path: Path, names: Sequence[str]) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return {n: f.get_tensor(n) for n in names}
+        header, _ = _safetensors_index(path)
+        return {n: _safetensors_rows(path, n, 0, (header[n]["shape"] or [1])[0]).reshape(header[n]["shape"])
+                for n in names}
     obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -78,11 +121,7 @@ def _load_tensors(path: Path, names: Sequence[str]) -> dict[str, Tensor]:
 def _slice_rows(path: Path, name: str, start: int, stop: int) -> Tensor:
     """Rows ``start:stop`` of the first dimension of tensor `name` (a 0-d or 1-D tensor: the slice of it)."""
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            s = f.get_slice(name)
-            return s[start:stop] if len(s.get_shape()) else f.get_tensor(name).reshape(1)
+        return _safetensors_rows(path, name, start, stop)
     t = _load_tensors(path, [name])[name]
     return t.reshape(1) if t.ndim == 0 else t[start:stop]
 
@@ -182,10 +221,7 @@ class CheckpointSet:
 
     def _stacked_columns(self, a: int, b: int, r0: int, r1: int) -> Tensor:
         if self.path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(self.path), framework="pt") as f:
-                return f.get_slice(self.key)[r0:r1, a:b].float()
+            return _safetensors_rows(self.path, self.key, r0, r1, (a, b)).float()
         t = torch.load(str(self.path), map_location="cpu", weights_only=True, mmap=True)
         return t[r0:r1, a:b].float()
 
