@@ -1,7 +1,7 @@
 """Nearest-training-checkpoint distances of the audit: batched and streamed vs the straightforward pairwise loop.
 
     .venv/bin/python benchmarks/bench_audit.py [--sizes 200 1000] [--params 100000] [--loop-rows 50]
-                                               [--big-params 10000000] [--big-n 16] [--threads 2]
+                                               [--big-params 10000000] [--big-n 16] [--threads 2] [--memory-mb 512]
 
 For each size n, n generated x n training checkpoints of `--params` random parameters (seeded) get
 their min L2 to the training set (what the audit computes for every group) by
@@ -15,8 +15,9 @@ their min L2 to the training set (what the audit computes for every group) by
   `CheckpointSet` folders of ``.safetensors`` files (the audit's path when the checkpoints do not fit
   in ``metrics.memory_gb``); the files are written first, outside the timing.
 
-Then `--big-n` x `--big-n` checkpoints of `--big-params` parameters: streamed in blocks of 1M
-coordinates vs batched in memory. Each measurement runs in a fresh process; its wall time and peak
+Then `--big-n` x `--big-n` checkpoints of `--big-params` parameters: streamed vs batched in memory.
+Streamed blocks hold ``memory_mb / (12 x 2n)`` coordinates (both sets' block, float32, plus the
+float64 working copies), as the audit sizes them from ``metrics.memory_gb``. Each measurement runs in a fresh process; its wall time and peak
 RSS above the RSS after imports (VmHWM - RSS; inputs included) are printed as a Markdown table with the 1-minute load average.
 """
 
@@ -76,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
         train_dir, gen_dir = _folders(Path(args.data), n, p)
         t0 = time.perf_counter()
         train, gen = open_checkpoints(train_dir, spec, "train"), open_checkpoints(gen_dir, spec, "generated")
-        blocks = column_blocks(spec, args.block)
+        blocks = column_blocks(spec, max(1, args.memory_mb * 2 ** 20 // (12 * 2 * n)))
         values, _ = streamed_min_l2(lambda b: gen.columns(blocks[b]), len(blocks), n,
                                     lambda b: train.columns(blocks[b]), n)
         seconds, rows = time.perf_counter() - t0, n
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--loop-rows", type=int, default=50)
     parser.add_argument("--big-params", type=int, default=10_000_000)
     parser.add_argument("--big-n", type=int, default=16)
-    parser.add_argument("--block", type=int, default=1_000_000)
+    parser.add_argument("--memory-mb", type=int, default=512, help="streamed: coordinate blocks sized to this budget")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=None, help="folder for the checkpoint files (default: a temporary one)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -132,7 +133,7 @@ def main() -> None:
         if method == "streamed":
             _folders(data, n, p)  # written before the timed process
         common = ["--child", "--method", method, "--n", str(n), "--p", str(p), "--threads", str(args.threads),
-                  "--loop-rows", str(args.loop_rows), "--block", str(args.block), "--data", str(data)]
+                  "--loop-rows", str(args.loop_rows), "--memory-mb", str(args.memory_mb), "--data", str(data)]
         r = run_step(__file__, common)
         scaled = r["seconds"] * n / r["rows"]
         note = "" if r["rows"] == n else " (extrapolated)"

@@ -198,7 +198,9 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         from memorization.audit.streaming import AverageRows, GaussianRows, NoiseRows, StreamingEvaluator
 
         train_p = gen_p = None
-        blocks = column_blocks(model.spec, int(cfg.metrics.block_columns))
+        budget = float(cfg.metrics.memory_gb) * 2 ** 30   # one block of the training set and of one other set
+        width = int(budget // (12 * (len(train) + max(len(generated), nb))))
+        blocks = column_blocks(model.spec, max(1, min(int(cfg.metrics.block_columns), width)))
         zoo = audit_zoo(model, task, train.rows(0, 1), kinds["task"], model_cfg, 1, device)
         _check_runs(model, task, zoo)
         eval_rows = max(1, min(chunk, int(float(cfg.metrics.memory_gb) * 2 ** 30 // (16 * model.full_spec.numel()))))
