@@ -1,7 +1,8 @@
 """Nearest-training-checkpoint distances of the audit: batched and streamed vs the straightforward pairwise loop.
 
     .venv/bin/python benchmarks/bench_audit.py [--sizes 200 1000] [--params 100000] [--loop-rows 50]
-                                               [--big-params 10000000] [--big-n 16] [--threads 2] [--memory-mb 512]
+                                               [--big-params 10000000] [--big-n 16 (0: none)] [--threads 2]
+                                               [--memory-mb 512]
 
 For each size n, n generated x n training checkpoints of `--params` random parameters (seeded) get
 their min L2 to the training set (what the audit computes for every group) by
@@ -128,7 +129,7 @@ def main() -> None:
           "imports (MB) | load |")
     print("|---|---|---|---|---|---|---|---|")
     runs = [(n, args.params, m) for n in args.sizes for m in ("loop", "batched", "streamed")]
-    runs += [(args.big_n, args.big_params, m) for m in ("batched", "streamed")]
+    runs += [(args.big_n, args.big_params, m) for m in ("batched", "streamed") if args.big_n > 0]
     for n, p, method in runs:
         if method == "streamed":
             _folders(data, n, p)  # written before the timed process

@@ -72,7 +72,7 @@ def test_training_plus_tiny_noise_is_replication(zoos, tmp_path):
     # every generated checkpoint is nearest to the training checkpoint it was copied from
     assert r["per_checkpoint"]["generated"]["nearest_training"] == list(range(12))
     for name in ["audit.json", "report.md", "min_l2_hist.png", "accuracy_vs_similarity.png", "heatmap.png",
-                 "decision_boundaries.png"]:
+                 "decision_boundaries.png", "fronts.png"]:
         assert (tmp_path / "out" / name).stat().st_size > 0, name
     assert "**Verdict: replication**" in (tmp_path / "out" / "report.md").read_text()
 

@@ -231,6 +231,10 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     figures = _figures(out, groups, zoo, evaluator, cfg, seeds, streamed)
+    from memorization.report import plot_fronts
+
+    plot_fronts(front["fronts"], {g.key: g.label for g in groups}, out / "fronts.png", "audit")
+    figures["fronts"] = "fronts.png"
     timings["figures"] = time.time() - t0
     timings["total"] = time.time() - t_start
     result = {
