@@ -239,6 +239,12 @@ def test_errors_name_every_problem_before_any_work(zoos, tmp_path):
         audit(tmp_path, zoos["train_dir"], zoos["train_dir"], "params=[nope*]")
     with pytest.raises(ConfigError, match="give base=PATH"):
         audit(tmp_path, zoos["train_dir"], zoos["train_dir"], "params=[layers.1.*]")
+    with pytest.raises(ConfigError, match="give generated=PATH"):
+        run_audit(audit_cfg(f"train={zoos['train_dir']}", *SMALL))
+    with pytest.raises(ConfigError, match=r"task: give task.root=\.\.\."):
+        run_audit(audit_cfg(f"train={zoos['train_dir']}", f"generated={zoos['train_dir']}", "task=image_folder"))
+    with pytest.raises(ConfigError, match="model=zoo cannot be built"):
+        audit(tmp_path, zoos["train_dir"], zoos["train_dir"], "model.arch={name: hyperrep_cnn}")
 
 
 def test_command_line_reports_a_bad_folder_in_one_line(zoos, tmp_path):
@@ -259,7 +265,9 @@ def _write_user_code(folder: Path) -> None:
         "    return x, (x.mean((1, 2, 3)) > 0).long()\n"
         "def net(width=4):\n"
         "    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),\n"
-        "                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(width, 2))\n")
+        "                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(width, 2))\n"
+        "def flat_net():\n"
+        "    return torch.nn.Linear(5, 2)\n")
 
 
 def test_callable_model_and_task_with_a_batchnorm_subset_and_base(tmp_path):
@@ -288,6 +296,15 @@ def test_callable_model_and_task_with_a_batchnorm_subset_and_base(tmp_path):
                             "plots.tsne=false", "plots.boundary_grid=10", "progress=false", f"out={tmp_path / 'out'}"))
     assert r["model"]["num_audited"] == 16 and r["model"]["num_params"] == 3 * 4 * 9 + 4 + 16 + 8 + 2
     assert r["verdict"]["verdict"] == REPLICATION and r["task"]["n_eval"] == 60
+    from bias.core.errors import ConfigError
+
+    flat = ParamSpec(["weight", "bias"], [(2, 5), (2,)])
+    export_checkpoints(torch.randn(3, 12), flat, tmp_path / "flat")
+    with pytest.raises(ConfigError, match=r"does not run on the task's inputs \(3, 8, 8\)"):
+        run_audit(audit_cfg(f"train={tmp_path / 'flat'}", f"generated={tmp_path / 'flat'}", "model=callable",
+                            "model.target=user_audit_code:flat_net", f"model.path={code}", "task=callable",
+                            "task.target=user_audit_code:data", f"task.path={code}", "progress=false",
+                            f"out={tmp_path / 'out2'}"))
 
 
 def test_timm_model_on_an_image_folder_and_a_hf_dataset(tmp_path):

@@ -120,7 +120,13 @@ def load_base(path: str | os.PathLike, spec: ParamSpec, strip_prefix: str = "") 
 def audit_model(kind: str, task: Task, params: Sequence[str] | None = None, base: str | None = None,
                 strip_prefix: str = "", **kwargs: Any) -> AuditModel:
     """Build the network (`MODEL_BUILDERS`), choose the audited parameters and load the base for the rest."""
-    module = MODEL_BUILDERS.create(kind, task, **kwargs).eval()
+    try:
+        module = MODEL_BUILDERS.create(kind, task, **kwargs).eval()
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # the builder refused these arguments
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model={kind} cannot be built for inputs {task.input_shape} and {task.num_classes} "
+                          f"classes: {err}") from err
     state = module.state_dict()
     floats = {k: v for k, v in state.items() if v.is_floating_point()}
     full = ParamSpec(list(floats), [tuple(v.shape) for v in floats.values()])
@@ -152,14 +158,18 @@ class AuditZoo(Zoo):
 
 
 def audit_zoo(model: AuditModel, task: Task, params: Tensor, name: str, model_cfg: dict[str, Any], chunk: int = 256,
-              device: str | torch.device | None = None) -> AuditZoo:
-    """The training checkpoints as a zoo, evaluated on `task` (accuracy and error masks, as the study's zoos)."""
+              device: str | torch.device | None = None, evaluate: bool = True) -> AuditZoo:
+    """The training checkpoints as a zoo, evaluated on `task` (accuracy and error masks, as the study's zoos;
+    ``evaluate=False``: not yet, all counted as errors)."""
     n = len(params)
     zoo = AuditZoo(task=name, arch=dict(model_cfg), spec=model.spec, params=params,
                    meta={"model_id": list(range(n)), "run": list(range(n))},
                    error_masks=torch.zeros(n, task.n_test, dtype=torch.bool), config={"audit": True},
                    base=model.base if model.is_subset else None, base_spec=model.full_spec if model.is_subset else None,
                    module=model.module, eval_task=task)
+    if not evaluate:
+        zoo.meta["accuracy"] = [0.0] * n
+        return zoo
     acc, masks = zoo.evaluate(zoo.params, chunk=chunk, device=device, task=task)
     zoo.error_masks = masks
     zoo.meta["accuracy"] = acc.tolist()

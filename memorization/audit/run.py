@@ -61,6 +61,9 @@ def audit_dir(cfg: DictConfig) -> Path:
 
 
 def _kind_params(node: Any, group: str) -> tuple[str, dict[str, Any]]:
+    missing = [k for k in (node or {}) if OmegaConf.is_missing(node, k)] if isinstance(node, DictConfig) else []
+    if missing:
+        raise ConfigError(f"{group}: give {', '.join(f'{group}.{k}=...' for k in missing)} (configs/audit/{group}/)")
     params = _plain_cfg(node) if node is not None else {}
     kind = params.pop("kind", None)
     if not kind:
@@ -148,6 +151,10 @@ def novelty_measures(groups: list[Group], alignment: dict[str, Any]) -> dict[str
 # -- the audit --------------------------------------------------------------------------------------
 def prepare(cfg: DictConfig) -> tuple[Task, AuditModel, CheckpointSet, CheckpointSet, dict[str, Any]]:
     """Everything that can be checked before any work: task, network, both sides' checkpoints."""
+    missing = [k for k in ("train", "generated") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        raise ConfigError(f"give {' and '.join(f'{k}=PATH' for k in missing)}: a folder of checkpoints or a stacked "
+                          "tensor file")
     task_kind, task_params = _kind_params(cfg.task, "task")
     model_kind, model_params = _kind_params(cfg.model, "model")
     task = create_task(task_kind, **task_params)
@@ -187,8 +194,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         _finite_or_fail(train_p, train, "train")
         _finite_or_fail(gen_p, generated, "generated")
         timings["load"] = time.time() - t0
-        zoo = audit_zoo(model, task, train_p[:1], kinds["task"], model_cfg, chunk, device)
-        _check_runs(model, task, zoo)
+        _check_runs(model, task, audit_zoo(model, task, train_p[:1], kinds["task"], model_cfg, evaluate=False))
         zoo = audit_zoo(model, task, train_p, kinds["task"], model_cfg, chunk, device)
         evaluator: Any = ClassificationEvaluator(zoo, zoo.params, chunk, device)
         groups = [Group("training", "training", "training", zoo.params, evaluator.reference_metrics()),
@@ -201,7 +207,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         budget = float(cfg.metrics.memory_gb) * 2 ** 30   # one block of the training set and of one other set
         width = int(budget // (12 * (len(train) + max(len(generated), nb))))
         blocks = column_blocks(model.spec, max(1, min(int(cfg.metrics.block_columns), width)))
-        zoo = audit_zoo(model, task, train.rows(0, 1), kinds["task"], model_cfg, 1, device)
+        zoo = audit_zoo(model, task, train.rows(0, 1), kinds["task"], model_cfg, evaluate=False)
         _check_runs(model, task, zoo)
         eval_rows = max(1, min(chunk, int(float(cfg.metrics.memory_gb) * 2 ** 30 // (16 * model.full_spec.numel()))))
         evaluator = StreamingEvaluator(zoo, train, blocks, eval_rows, int(cfg.metrics.refine), device, progress)

@@ -157,4 +157,7 @@ def callable_task(target: str, kwargs: dict[str, Any] | None = None, path: str |
 
 def create_task(kind: str, **params: Any) -> Task:
     """``create_task("image_folder", root=..., image_size=32)``."""
-    return AUDIT_TASKS.create(kind, **params)
+    try:
+        return AUDIT_TASKS.create(kind, **params)
+    except TypeError as err:
+        raise ConfigError(f"task={kind}: {err}") from err
