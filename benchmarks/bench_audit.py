@@ -59,6 +59,49 @@ def _folders(root: Path, n: int, p: int) -> tuple[Path, Path]:
     return folder / "train", folder / "gen"
 
 
+def audit_child(args: argparse.Namespace) -> None:
+    """A whole streamed audit (scripts/audit.py's run_audit) of digits MLPs with hidden widths `--audit-hidden`:
+    `--audit-n` seeded random initialisations as training checkpoints; generated = half of them + 1e-3 noise and
+    half fresh initialisations."""
+    import torch
+    from bias.configs import CONFIG_DIR
+    from hydra import compose, initialize_config_dir
+
+    from memorization.audit.checkpoints import export_checkpoints
+    from memorization.audit.run import run_audit
+    from memorization.zoo.archs import build_arch, init_params
+    from memorization.zoo.spec import ParamSpec
+
+    torch.set_num_threads(args.threads)
+    hidden = [int(h) for h in args.audit_hidden.split(",")]
+    arch = {"name": "mlp", "hidden": hidden}
+    root = Path(args.data) / f"audit_{'x'.join(map(str, hidden))}_n{args.audit_n}"
+    n = args.audit_n
+    if not (root / "done").exists():
+        rows = torch.stack([init_params(arch, (1, 8, 8), 10, s) for s in range(n + n // 2)])
+        spec = ParamSpec.from_module(build_arch(arch, (1, 8, 8), 10))
+        export_checkpoints(rows[:n], spec, root / "train")
+        gen = torch.cat([rows[: n // 2] + 1e-3 * torch.randn(n // 2, rows.shape[1]), rows[n:]])
+        export_checkpoints(gen, spec, root / "gen")
+        (root / "done").write_text("")
+    from memorization.report import _plt
+    from memorization.zoo.tasks import get_task
+
+    _plt(), get_task("digits", test_fraction=0.5)  # matplotlib and the task's data outside the measured memory
+    reset_peak()
+    base = rss_mb()
+    with initialize_config_dir(str(CONFIG_DIR / "audit"), version_base=None):
+        cfg = compose("audit", [f"train={root / 'train'}", f"generated={root / 'gen'}", "task.name=digits",
+                                "task.kwargs={test_fraction: 0.5}", "model.arch={name: mlp, hidden: [" + ",".join(map(str, hidden)) + "]}",
+                                f"metrics.memory_gb={args.memory_mb / 1024}", f"baselines.num_samples={n}",
+                                f"baselines.average_k={max(2, n // 2)}", "progress=false", f"out={root / 'out'}"])
+    t0 = time.perf_counter()
+    r = run_audit(cfg)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mb": peak_mb() - base, "streamed": r["streamed"],
+                      "params": r["model"]["num_params"], "checkpoints": sum(g["n"] for g in r["groups"].values()),
+                      "verdict": r["verdict"]["verdict"], "timings": r["timings_s"], "load": os.getloadavg()[0]}))
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -115,15 +158,23 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=int, default=512, help="streamed: coordinate blocks sized to this budget")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=None, help="folder for the checkpoint files (default: a temporary one)")
+    parser.add_argument("--audit-hidden", default=None, help="instead: one whole streamed audit of digits MLPs of "
+                        "these hidden widths, e.g. 3200,3200 (10.5M parameters)")
+    parser.add_argument("--audit-n", type=int, default=6, help="training checkpoints of that audit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", default="batched", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--p", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args)
+        (audit_child if args.audit_hidden else child)(args)
         return
     data = Path(args.data or tempfile.mkdtemp(prefix="bench_audit_"))
+    if args.audit_hidden:
+        r = run_step(__file__, ["--child", "--audit-hidden", args.audit_hidden, "--audit-n", str(args.audit_n),
+                                "--memory-mb", str(args.memory_mb), "--threads", str(args.threads), "--data", str(data)])
+        print(json.dumps(r, indent=1))
+        return
     print(f"checkpoint files in {data}; {args.threads} torch threads\n")
     print("| n x n checkpoints | params | method | rows timed | time (s) | time for n rows (s) | peak RSS above "
           "imports (MB) | load |")
