@@ -27,6 +27,7 @@ from memorization.metrics.similarity import streamed_min_l2, tensor_blocks
 from memorization.report import INTERPOLATION, NOVEL, REPLICATION
 from memorization.zoo.build import build_zoo
 from memorization.zoo.spec import ParamSpec
+from memorization.zoo.store import Zoo
 from tests.conftest import run_cli
 
 DIGITS = {"test_fraction": 0.5}
@@ -120,9 +121,11 @@ def test_round_trip_equals_the_study(tmp_path):
                                     "num_samples=10", f"out={study_out}", f"cache_dir={tmp_path}",
                                     *[o for o in TINY if not o.startswith("plots.")], "plots.tsne=false",
                                     "plots.boundary_grid=20"))
-    paths = export_zoo(metrics["zoo"]["path"], tmp_path / "export")
-    r = run_audit(audit_cfg(f"train={paths['train']}", f"generated={study_out / 'samples.safetensors'}",
-                            "generated_key=generated", "params=[layers.2.*]", f"base={paths['base']}",
+    paths = export_zoo(metrics["zoo"]["path"], tmp_path / "export")  # the zoo and the samples as folders
+    samples = load_file(str(study_out / "samples.safetensors"))["generated"]
+    export_checkpoints(samples, Zoo.load(metrics["zoo"]["path"]).spec, tmp_path / "export" / "generated")
+    r = run_audit(audit_cfg(f"train={paths['train']}", f"generated={tmp_path / 'export' / 'generated'}",
+                            "params=[layers.2.*]", f"base={paths['base']}",
                             "task.name=mnist1d", "task.kwargs={num_samples: 1000}",
                             "model.arch={name: mlp, hidden: [16, 16]}",
                             f"baselines.noise_sigmas=[{','.join(str(x) for x in metrics['noise']['sigmas'])}]",
