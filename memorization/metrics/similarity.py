@@ -11,6 +11,8 @@ the reference index to skip (-1: none), e.g. for a generated set that contains c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -149,7 +151,8 @@ def min_l2(gen: Tensor, train: Tensor, exclude_self: bool = False, self_index: T
     return values, argmin
 
 
-def streamed_min_l2(query_columns, n_blocks: int, n: int, ref_columns=None, m: int | None = None,
+def streamed_min_l2(query_columns: Callable[[int], Tensor], n_blocks: int, n: int,
+                    ref_columns: Callable[[int], Tensor] | None = None, m: int | None = None,
                     exclude_self: bool = False, self_index: Tensor | None = None, refine: int = 8,
                     max_values: int = 2 ** 20) -> tuple[Tensor, Tensor]:
     """`min_l2` for sets too large to hold: the vectors arrive as coordinate blocks, never whole.
@@ -192,7 +195,7 @@ def streamed_min_l2(query_columns, n_blocks: int, n: int, ref_columns=None, m: i
     return v.sqrt().float(), cand.gather(1, j[:, None]).squeeze(1)
 
 
-def tensor_blocks(x: Tensor, block: int) -> tuple:
+def tensor_blocks(x: Tensor, block: int) -> tuple[Callable[[int], Tensor], int]:
     """``(columns(b), n_blocks)`` of an in-memory ``(n, P)`` tensor cut into `block`-coordinate blocks."""
     n_blocks = max(1, -(-x.shape[1] // int(block)))
     return (lambda b: x[:, b * block:(b + 1) * block]), n_blocks
