@@ -1,5 +1,5 @@
-"""The console commands (`bias-classify`, `bias-transform`, `bias-table`, `bias-memorize`, `bias-download`,
-`bias-describe`)
+"""The console commands (`bias-classify`, `bias-transform`, `bias-table`, `bias-memorize`, `bias-audit`,
+`bias-download`, `bias-describe`)
 and the scripts in `scripts/` that call them.
 
 Each is a Hydra app over the packaged configs (`pkg://bias.configs`), so it runs from any
@@ -66,15 +66,15 @@ def fail_cleanly() -> Iterator[None]:
         sys.exit(f"error: {line}")
 
 
-def _hydra_app(config_name: str, body: Callable[[Any], None]) -> Callable[[], None]:
-    """A Hydra main over the packaged configs that runs `body(cfg)` with `fail_cleanly`."""
+def _hydra_app(config_name: str, body: Callable[[Any], None], config_path: str = CONFIG_PATH) -> Callable[[], None]:
+    """A Hydra main over the packaged configs (or the folder `config_path`) that runs `body(cfg)` with `fail_cleanly`."""
 
     def command() -> None:
         import hydra
 
         from bias.core.distributed import configure_threads, shutdown_distributed
 
-        @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base=None)
+        @hydra.main(config_path=config_path, config_name=config_name, version_base=None)
         def main(cfg: Any) -> None:
             with fail_cleanly():
                 threads = cfg.get("threads")
@@ -130,6 +130,26 @@ def _memorize(cfg: Any) -> None:
     run_study(cfg, dict(HydraConfig.get().runtime.choices))
 
 
+def _audit(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from memorization.audit.run import run_audit
+
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg))
+    run_audit(cfg)
+
+
+def audit() -> None:
+    """`bias-audit`: the memorization audit of your own checkpoints (`scripts/audit.py`).
+
+    Its configs live in their own folder, configs/audit/ (groups model/ and task/ there, apart from the
+    classifier's model/ group)."""
+    from bias.configs import CONFIG_DIR
+
+    _hydra_app("audit", _audit, str(CONFIG_DIR / "audit"))()
+
+
 def _download(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
@@ -177,8 +197,8 @@ download = _hydra_app("download", _download)      # `bias-download`: seeded URL 
 describe = _hydra_app("describe", _describe)      # `bias-describe`: the natural-language dataset report
 
 
-COMMANDS = {"classify": classify, "transform": transform, "table": table, "memorize": memorize, "download": download,
-            "describe": describe}
+COMMANDS = {"classify": classify, "transform": transform, "table": table, "memorize": memorize, "audit": audit,
+            "download": download, "describe": describe}
 
 
 def main() -> None:

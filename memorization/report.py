@@ -196,6 +196,28 @@ def plot_quality_vs_closeness(xs: Mapping[str, np.ndarray], ys: Mapping[str, np.
     plt.close(fig)
 
 
+def plot_fronts(fronts: Mapping[str, Sequence[Sequence[float]]], labels: Mapping[str, str], path: Path,
+                title: str = "") -> None:
+    """Each group's accuracy-novelty Pareto front (points ``[quality, novelty]``, both higher = better) as a
+    step line: a generated front above and right of the noise fronts is what "novel and better" means."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    keys = list(fronts)
+    for k in keys:
+        pts = np.asarray(fronts[k], float).reshape(-1, 2)
+        if len(pts):
+            order = np.argsort(pts[:, 1])
+            ax.step(pts[order, 1], 100 * pts[order, 0], where="post", marker="o", ms=3, color=_colour(k, keys),
+                    lw=2 if k == "generated" else 1.2, label=labels[k])
+    ax.set_xlabel("novelty: 1 - max error-IoU to training (right = more novel)")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(title or "accuracy-novelty fronts")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_heatmap(rows: np.ndarray, row_labels: Sequence[str], indices: np.ndarray, path: Path, title: str = "") -> None:
     """A generated model (top row) above its nearest training models, at the same parameter indices."""
     plt = _plt()

@@ -327,7 +327,7 @@ def noise_scale(generator: Any, protocol: NoiseProtocol, configured: float | Non
     return float(norm.std.float().mean())
 
 
-def _summary(group: Group) -> dict[str, Any]:
+def summarize_group(group: Group) -> dict[str, Any]:
     m = group.metrics
 
     def stats(name: str) -> dict[str, float]:
@@ -349,6 +349,38 @@ def _summary(group: Group) -> dict[str, Any]:
     return out
 
 
+def baseline_groups(ref_zoo: Zoo, evaluator: Any, sigmas: list[float], scale: float, num_samples: int,
+                    average_k: int, copy_control: bool, seed: int, progress: bool = True,
+                    desc: Callable[[str], dict[str, str]] = lambda key: {}) -> list[Group]:
+    """The trivial baselines fitted on `ref_zoo` and evaluated: training + noise per sigma (raw std
+    ``sigma x scale``), averages of ``average_k`` random models, a per-coordinate Gaussian, optionally the
+    copy control. Each uses the seed ``derive_seed(seed, key)`` (recorded in the group)."""
+    from memorization.generators import create_generator
+
+    specs = [(f"noise_{s:g}", f"noise sigma={s:g}", "noise", "noise", {"sigma": s, "scale": scale}) for s in sigmas]
+    specs += [("average", f"average (k={average_k})", "baseline", "average", {"k": min(average_k, len(ref_zoo))}),
+              ("gaussian", "gaussian", "baseline", "gaussian", {})]
+    if copy_control:
+        specs.append(("copy", "copy (control)", "control", "copy", {}))
+    groups = []
+    for key, label, role, name, params in progress_bar(specs, desc="baselines", leave=False, disable=not progress):
+        key_seed = derive_seed(seed, key)
+        base = create_generator(name, **params).fit(ref_zoo, seed=key_seed)
+        p = base.sample(num_samples, seed=key_seed)
+        groups.append(Group(key, label, role, p, evaluator(p, **desc(key)), key_seed, _plain(base.last_sample)))
+    return groups
+
+
+def summarize(groups: list[Group], tol_quality: float, tol_closeness: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-group summaries (`summarize_group`) and the verdict of `memorization.report.decide_verdict`."""
+    from memorization.report import decide_verdict
+
+    summary = {g.key: summarize_group(g) for g in groups}
+    noise_keys = [g.key for g in groups if g.role == "noise"]
+    other_keys = [g.key for g in groups if g.role == "baseline"]
+    return summary, decide_verdict(summary, noise_keys, other_keys, tol_quality=tol_quality, tol_closeness=tol_closeness)
+
+
 # -- the study ----------------------------------------------------------------------------------
 def _generator_params(cfg: DictConfig, progress: bool) -> dict[str, Any]:
     params = _container(cfg.generator)
@@ -361,7 +393,7 @@ def _generator_params(cfg: DictConfig, progress: bool) -> dict[str, Any]:
 def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run (or reuse) one study; returns the contents of ``metrics.json``."""
     from memorization.generators import create_generator
-    from memorization.report import decide_verdict, write_figures, write_report
+    from memorization.report import write_figures, write_report
 
     run_dir = run_dir_for(cfg, names)
     expected = study_config(cfg)
@@ -422,24 +454,12 @@ def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[s
     sigmas = [float(s) for s in (cfg.baselines.noise_sigmas or protocol.sigmas)]
     scale = noise_scale(generator, protocol, cfg.baselines.noise_scale)
     ref_zoo = dataclasses.replace(trained_on, params=reference) if reference_differs else trained_on
-    nb = int(cfg.baselines.num_samples)
-    specs = [(f"noise_{s:g}", f"noise sigma={s:g}", "noise", "noise", {"sigma": s, "scale": scale}) for s in sigmas]
-    specs += [("average", f"average (k={int(cfg.baselines.average_k)})", "baseline", "average",
-               {"k": min(int(cfg.baselines.average_k), len(trained_on))}), ("gaussian", "gaussian", "baseline", "gaussian", {})]
-    if cfg.baselines.copy_control:
-        specs.append(("copy", "copy (control)", "control", "copy", {}))
-    for key, label, role, name, params in progress_bar(specs, desc="baselines", leave=False, disable=not progress):
-        seed = derive_seed(cfg.seed, key)
-        base = create_generator(name, **params).fit(ref_zoo, seed=seed)
-        p = base.sample(nb, seed=seed)
-        groups.append(Group(key, label, role, p, evaluator(p, **_desc(kind, key)), seed, _plain(base.last_sample)))
+    groups += baseline_groups(ref_zoo, evaluator, sigmas, scale, int(cfg.baselines.num_samples),
+                              int(cfg.baselines.average_k), bool(cfg.baselines.copy_control), int(cfg.seed), progress,
+                              desc=lambda key: _desc(kind, key))
     timings["evaluate"] = time.time() - t0
 
-    summary = {g.key: _summary(g) for g in groups}
-    noise_keys = [g.key for g in groups if g.role == "noise"]
-    other_keys = [g.key for g in groups if g.role == "baseline"]
-    verdict = decide_verdict(summary, noise_keys, other_keys, tol_quality=float(cfg.verdict.tol_quality),
-                             tol_closeness=float(cfg.verdict.tol_closeness))
+    summary, verdict = summarize(groups, float(cfg.verdict.tol_quality), float(cfg.verdict.tol_closeness))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY, read_results
 
-COMMANDS = ("bias-classify", "bias-transform", "bias-table", "bias-memorize", "bias-download")
+COMMANDS = ("bias-classify", "bias-transform", "bias-table", "bias-memorize", "bias-audit", "bias-download")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ the reference index to skip (-1: none), e.g. for a generated set that contains c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -147,3 +149,53 @@ def min_l2(gen: Tensor, train: Tensor, exclude_self: bool = False, self_index: T
         v, j = exact.min(1)
         values[rows], argmin[rows] = v.cpu(), cand.gather(1, j[:, None]).squeeze(1).cpu()
     return values, argmin
+
+
+def streamed_min_l2(query_columns: Callable[[int], Tensor], n_blocks: int, n: int,
+                    ref_columns: Callable[[int], Tensor] | None = None, m: int | None = None,
+                    exclude_self: bool = False, self_index: Tensor | None = None, refine: int = 8,
+                    max_values: int = 2 ** 20) -> tuple[Tensor, Tensor]:
+    """`min_l2` for sets too large to hold: the vectors arrive as coordinate blocks, never whole.
+
+    ``query_columns(b)`` returns block b of every query vector, ``(n, c_b)``; ``ref_columns(b)`` the same
+    block of every reference vector (None: the query set itself, read once per block, and
+    ``exclude_self`` may then be set). Pass 1 accumulates the squared distances of all pairs over the
+    blocks, ``||q||^2 + ||r||^2 - 2 q.r`` (float32 matrix products, float64 sums; an ``n x m`` float64
+    matrix: 8 MB for 1,000 x 1,000); pass 2 reads the blocks again and recomputes the `refine` best
+    candidates of every row exactly (``sum (q - r)^2`` in float64), so copies give exactly 0 as in
+    `min_l2`. Peak memory: the matrix, one block of both sets, and ``max_values`` float64 differences.
+    """
+    same = ref_columns is None
+    m = n if same else int(m)
+    self_index = _check_self(n, m, exclude_self, self_index)
+    sq = torch.zeros(n, m, dtype=torch.float64)
+    for b in range(n_blocks):
+        q = query_columns(b).float()
+        r = q if same else ref_columns(b).float()
+        qn = torch.linalg.vector_norm(q, dim=1, dtype=torch.float64) ** 2
+        rn = qn if same else torch.linalg.vector_norm(r, dim=1, dtype=torch.float64) ** 2
+        sq += qn[:, None] + rn[None] - 2.0 * (q @ r.T).double()
+    skip = _self_mask(slice(0, n), m, exclude_self, self_index, sq.device)
+    if skip is not None:
+        sq = sq.masked_fill(skip, float("inf"))
+    k = max(1, min(int(refine), m - (1 if exclude_self or self_index is not None else 0)))
+    cand = sq.topk(k, dim=1, largest=False).indices                      # (n, k)
+    del sq
+    exact = torch.zeros(n, k, dtype=torch.float64)
+    for b in range(n_blocks):
+        q = query_columns(b).float()
+        r = q if same else ref_columns(b).float()
+        rows = max(1, int(max_values) // max(1, q.shape[1]))
+        for a in range(0, n, rows):
+            qa = q[a:a + rows].double()
+            for j in range(k):
+                d = qa - r[cand[a:a + rows, j]].double()
+                exact[a:a + rows, j] += (d * d).sum(1)
+    v, j = exact.min(1)
+    return v.sqrt().float(), cand.gather(1, j[:, None]).squeeze(1)
+
+
+def tensor_blocks(x: Tensor, block: int) -> tuple[Callable[[int], Tensor], int]:
+    """``(columns(b), n_blocks)`` of an in-memory ``(n, P)`` tensor cut into `block`-coordinate blocks."""
+    n_blocks = max(1, -(-x.shape[1] // int(block)))
+    return (lambda b: x[:, b * block:(b + 1) * block]), n_blocks
