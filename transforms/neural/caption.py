@@ -351,6 +351,6 @@ class ShortCaption(Caption):
 class LongCaption(Caption):
     """One paragraph per image ("Describe this image in one paragraph.")."""
     keeps = "the same in one paragraph"
-    published = 'as `caption_short`, "Describe this image in one paragraph."'
+    published = 'as `caption_short` (`llava_1_5_7b` = `llava-hf/llava-1.5-7b-hf`), "Describe this image in one paragraph."'
 
     form = "long"
