@@ -317,8 +317,10 @@ def test_damaged_results_checkpoint_and_experiment_files_are_rebuilt_or_named(sm
 @pytest.fixture(scope="module")
 def many(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("many")
-    write_colour_dataset(root / "reds", 160, (200, 60, 60), seed=1, size=20)
-    write_colour_dataset(root / "blues", 160, (60, 60, 200), seed=2, size=20)
+    # 128 px: a batch of decoded images (1.5 MB) is more than a pipe holds, so a worker whose parent died blocks
+    # writing it and never notices (PyTorch's own parent check is not reached): what left workers behind
+    write_colour_dataset(root / "reds", 160, (200, 60, 60), seed=1, size=128)
+    write_colour_dataset(root / "blues", 160, (60, 60, 200), seed=2, size=128)
     return {"reds": root / "reds", "blues": root / "blues"}
 
 
