@@ -59,7 +59,8 @@ class Generation:
 
     `prompt_tokens` counts the prompt as the model saw it (chat template included); `completion_tokens` the
     tokens generated before the stop token; `stop` is ``eos`` (a stop token ended it) or ``length``
-    (max_new_tokens reached); `cached` says it came from the call cache.
+    (max_new_tokens reached); `cached` says it came from the call cache; `repaired` that its cache file was
+    damaged (unreadable, another call's, or not matching its checksum), so it was generated again.
     """
 
     text: str
@@ -68,6 +69,7 @@ class Generation:
     cached: bool
     failed: str | None = None
     stop: str | None = None
+    repaired: bool = False
 
 
 class TextGenerator:
@@ -118,14 +120,11 @@ class TokenLedger:
             row["failed_calls"] += int(g.failed is not None)
             row["prompt_tokens"] += g.prompt_tokens
             row["completion_tokens"] += g.completion_tokens
+            row["damaged_cache_entries"] += int(g.repaired)
             if not g.cached and g.failed is None:
                 row["model_calls"] += 1
                 row["model_prompt_tokens"] += g.prompt_tokens
                 row["model_completion_tokens"] += g.completion_tokens
-
-    def record_damage(self, stage: str | None, n: int = 1) -> None:
-        row = self.stages.setdefault(stage or "default", dict.fromkeys(_COUNTS, 0))
-        row["damaged_cache_entries"] += n
 
     def totals(self) -> dict[str, int]:
         return {k: sum(row[k] for row in self.stages.values()) for k in _COUNTS}
@@ -156,7 +155,8 @@ class CachedGenerator(TextGenerator):
     generations are not cached (a rerun tries them again). Each file carries the sha256 of its content
     (`entry_checksum`): a file that cannot be read, belongs to another call or does not match its checksum (a
     disk fault, an edit) is damage: counted in `unreadable` and in the ledger's ``damaged_cache_entries`` (so in
-    the stage results), and regenerated.
+    the stage results: the generation says `repaired`, so any ledger that records it counts it), and
+    regenerated.
     """
 
     def __init__(self, inner: TextGenerator, cache_dir: str | os.PathLike = "cache", batch_size: int | None = None,
@@ -166,6 +166,7 @@ class CachedGenerator(TextGenerator):
         self.batch_size = int(batch_size or getattr(inner, "batch_size", 8) or 8)
         self.ledger = ledger if ledger is not None else TokenLedger()
         self.unreadable = 0
+        self._damaged: set[str] = set()  # keys whose cache file was damaged (their generation is `repaired`)
 
     @property
     def identity(self) -> dict[str, Any]:  # type: ignore[override]
@@ -184,7 +185,7 @@ class CachedGenerator(TextGenerator):
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def _read(self, key: str, prompt: str, stage: str | None = None) -> Generation | None:
+    def _read(self, key: str, prompt: str) -> Generation | None:
         path = self.path(key)
         if not path.is_file():
             return None
@@ -198,7 +199,7 @@ class CachedGenerator(TextGenerator):
                               completion_tokens=int(data["completion_tokens"]), cached=True, stop=data.get("stop"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.unreadable += 1
-            self.ledger.record_damage(stage)
+            self._damaged.add(key)
             return None
 
     def _write(self, key: str, prompt: str, max_new_tokens: int, g: Generation) -> None:
@@ -211,8 +212,8 @@ class CachedGenerator(TextGenerator):
         prompts = [str(p) for p in prompts]
         keys = [self.key(p, max_new_tokens) for p in prompts]
         found: dict[str, Generation] = {}
-        for key, prompt in zip(keys, prompts):
-            if key not in found and (hit := self._read(key, prompt, stage)) is not None:
+        for key, prompt in dict(zip(keys, prompts)).items():  # each distinct call read once
+            if (hit := self._read(key, prompt)) is not None:
                 found[key] = hit
         todo = list(dict.fromkeys(k for k in keys if k not in found))  # unique misses, in order
         prompt_of = dict(zip(keys, prompts))
@@ -226,7 +227,7 @@ class CachedGenerator(TextGenerator):
                         raise RuntimeError(f"{type(self.inner).__name__}.generate returned {len(outs)} generations "
                                            f"for {len(batch)} prompts")
                     for key, g in zip(batch, outs):
-                        g = Generation(**{**asdict(g), "cached": False})
+                        g = Generation(**{**asdict(g), "cached": False, "repaired": key in self._damaged})
                         if g.failed is None:
                             self._write(key, prompt_of[key], max_new_tokens, g)
                         computed[key] = g
@@ -238,7 +239,7 @@ class CachedGenerator(TextGenerator):
                 results.append(computed[key])
             else:
                 g = computed.get(key) or found[key]
-                results.append(Generation(**{**asdict(g), "cached": g.failed is None}))
+                results.append(Generation(**{**asdict(g), "cached": g.failed is None, "repaired": False}))
             seen.add(key)
         self.ledger.record(stage, results)
         return results

@@ -33,7 +33,7 @@ from bias.experiment.config import validate_classify_config
 from bias.experiment.results import aggregate_seeds
 from bias.experiment.run import check_output_folder, read_results
 from bias.inference.runner import run_batched
-from describe.llm import CachedGenerator, Generation, TextGenerator
+from describe.llm import CachedGenerator, Generation, TextGenerator, TokenLedger
 from tests.conftest import ROOT, TINY, paths_override, run_cli, write_colour_dataset
 from tests.conftest import read_results as read_run
 from transforms.base import output_store
@@ -317,8 +317,10 @@ def test_damaged_results_checkpoint_and_experiment_files_are_rebuilt_or_named(sm
 @pytest.fixture(scope="module")
 def many(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("many")
-    write_colour_dataset(root / "reds", 160, (200, 60, 60), seed=1, size=20)
-    write_colour_dataset(root / "blues", 160, (60, 60, 200), seed=2, size=20)
+    # 128 px: a batch of decoded images (1.5 MB) is more than a pipe holds, so a worker whose parent died blocks
+    # writing it and never notices (PyTorch's own parent check is not reached): what left workers behind
+    write_colour_dataset(root / "reds", 160, (200, 60, 60), seed=1, size=128)
+    write_colour_dataset(root / "blues", 160, (60, 60, 200), seed=2, size=128)
     return {"reds": root / "reds", "blues": root / "blues"}
 
 
@@ -418,9 +420,13 @@ def test_a_damaged_llm_cache_entry_is_regenerated_and_counted_in_the_stage_ledge
     else:
         files[0].write_text(files[1].read_text())  # another call's file
     again = CachedGenerator(inner, tmp_path)
-    out = again.generate(["a", "b"], 5, stage="themes")
-    assert [g.text for g in out] == ["echo a", "echo b"] and inner.calls == 3
+    out = again.generate(["a", "b", "a"], 5, stage="themes")
+    assert [g.text for g in out] == ["echo a", "echo b", "echo a"] and inner.calls == 3
+    assert [g.repaired for g in out] == [True, False, False]  # the repeat of "a" is a hit on the fresh file
     ledger = again.ledger.as_dict()
     assert again.unreadable == 1 and ledger["stages"]["themes"]["damaged_cache_entries"] == 1
     assert ledger["damaged_cache_entries"] == 1
+    own = TokenLedger()  # a stage that keeps its own ledger of the generations (describe.themes) counts it too
+    own.record("themes", out)
+    assert own.as_dict()["damaged_cache_entries"] == 1
     assert CachedGenerator(inner, tmp_path).generate(["a"], 5)[0].cached  # rewritten whole
