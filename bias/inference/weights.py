@@ -329,8 +329,9 @@ class WeightSource:
                 f"with internet run `hf download {self.hf}{file} --revision {self.revision}` (huggingface_hub's "
                 "command line; `huggingface-cli download` before version 1.0), then "
                 f"copy its cache folder {folder} (from $HF_HOME/hub there, ~/.cache/huggingface/hub by default) "
-                f"to {cache_dir / folder} here; or add `--local-dir DIR`, copy DIR here and pass it as a local "
-                "path (weights={local: DIR})")
+                f"to {cache_dir / folder} here; or add `--local-dir DIR`, copy DIR here and give its path as the "
+                "weights (a transform: `transform.weights=DIR`; describe: the section's own, e.g. "
+                "`captions.weights=DIR`)")
 
 
 def snapshot_commit(path: str | os.PathLike) -> str:

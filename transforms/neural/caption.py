@@ -137,7 +137,7 @@ class Caption(ImageModelTransform):
         if template is not None and "{prompt}" not in str(template):
             raise ConfigError(f"transform ({self.name}).template: must contain {{prompt}}, got {template!r}")
         if captioner == MODEL and arch is not None and processor is None:
-            raise ConfigError(f"transform ({self.name}): arch (random weights) needs processor=<a processor folder> "
+            raise ConfigError(f"transform ({self.name}): arch (random weights) needs transform.processor=<a processor folder> "
                               "(a local folder or a Hugging Face id with the tokenizer and image processor)")
         self.captioner, self.processor, self.template = captioner, processor, template
         self.prompt = PROMPTS[self.form] if prompt is None else str(prompt)
@@ -196,7 +196,7 @@ class Caption(ImageModelTransform):
             return weight_source(self.processor).resolve(self._cache_root)
         path = self.weight_path(self._cache_root)
         if path is None:
-            raise ConfigError(f"transform ({self.name}): no processor for random weights; set processor=<folder>")
+            raise ConfigError(f"transform ({self.name}): no processor for random weights; set transform.processor=<folder>")
         return path
 
     # --- the model and its processor --------------------------------------------------------------------

@@ -34,7 +34,7 @@ class VAEReconstruction(ImageModelTransform):
     transform. To run the published one, convert the latent-diffusion ``kl-f4`` first-stage
     checkpoint to a diffusers AutoencoderKL folder (config: ``block_out_channels: [128, 256, 512]``,
     ``latent_channels: 3``, three ``DownEncoderBlock2D`` / ``UpDecoderBlock2D``, ``layers_per_block: 2``)
-    and pass it as ``weights: {local: DIR}``.
+    and pass its path as ``weights: DIR`` (``transform.weights=DIR``).
 
     The image is resized (stretched, as published) to ``size x size`` (area averaging when shrinking,
     bicubic when enlarging), scaled to [-1, 1], encoded, the posterior's mode decoded, clamped, and
