@@ -11,7 +11,7 @@ per process): the probes' pass fills it and every training epoch after it skips 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -170,9 +170,28 @@ class ImageDataset(Dataset):
         return item
 
 
+#: where a sample carries the model's input: images and feature vectors under "image", the token ids and
+#: attention mask of a text (`classifiers.text.TextDataset`) under "tokens"
+INPUT_KEYS = ("image", "tokens")
+
+
+def input_key(item: Mapping[str, Any]) -> str:
+    """The one key of `INPUT_KEYS` a sample or batch carries its model input under."""
+    keys = [k for k in INPUT_KEYS if k in item]
+    if len(keys) != 1:
+        raise KeyError(f"a sample carries its model input under exactly one of {INPUT_KEYS}, this one under {keys}")
+    return keys[0]
+
+
+def model_input(batch: Mapping[str, Any]) -> torch.Tensor:
+    """The model's input tensor of a collated batch (images, feature vectors or token ids)."""
+    return batch[input_key(batch)]
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    key = input_key(batch[0])
     return {
-        "image": torch.stack([b["image"] for b in batch]),
+        key: torch.stack([b[key] for b in batch]),
         "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
         "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),

@@ -12,8 +12,8 @@
 * `BagOfWords`: word-count features for the bag-of-words baseline of every text run.
 * `TextDataset`: the texts of a split with their labels, tokenised per item in the DataLoader workers.
 
-The trainer hands every model ``batch["image"]``; for text that tensor is ``[B, 2, max_length]`` token
-ids (row 0) and attention mask (row 1), right-padded. The model trims the columns no text of the batch
+The trainer hands every model its batch's input (`classifiers.data.model_input`); a text batch carries it
+under ``batch["tokens"]``: ``[B, 2, max_length]`` token ids (row 0) and attention mask (row 1), right-padded. The model trims the columns no text of the batch
 uses, so a batch costs its longest text, not `max_length`.
 """
 
@@ -123,7 +123,7 @@ def tokenize(tokenizer: Any, text: str, max_length: int) -> torch.Tensor:
 
 
 class TextDataset(Dataset):
-    """Texts with labels for the trainer: item ``(index, epoch)`` -> {"image": [2, L] ids and mask, ...}.
+    """Texts with labels for the trainer: item ``(index, epoch)`` -> {"tokens": [2, L] ids and mask, ...}.
 
     `texts[i]` is None for a sample that has no text (its captioning failed): it comes back with
     ``ok=False`` and `reasons[i]`, and the trainer leaves it out of the loss and the metrics and reports
@@ -154,9 +154,9 @@ class TextDataset(Dataset):
         item = {"label": int(self.labels[index]), "index": index, "ok": True, "reason": "", "path": path}
         if self.missing[index]:
             item.update(ok=False, reason=self.reasons.get(index, "no text"),
-                        image=torch.zeros((2, self.max_length), dtype=torch.long))
+                        tokens=torch.zeros((2, self.max_length), dtype=torch.long))
             return item
-        item["image"] = tokenize(self.tokenizer, self.texts[index], self.max_length)
+        item["tokens"] = tokenize(self.tokenizer, self.texts[index], self.max_length)
         return item
 
     def subset(self, positions: Sequence[int]) -> TextDataset:

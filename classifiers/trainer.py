@@ -31,7 +31,7 @@ from bias.core.errors import TrainingDiverged
 from bias.core.io import read_derived, save_torch_atomic
 from bias.core.parallel import worker_init
 from bias.core.progress import progress_bar
-from classifiers.data import EpochSampler, collate
+from classifiers.data import EpochSampler, collate, model_input
 from classifiers.mixup import MixupCutmix
 from classifiers.optim import build_optimizer, build_scheduler
 
@@ -122,7 +122,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
     rows: dict[str, list[torch.Tensor]] = {"index": [], "label": [], "pred": [], "probs": [], "ok": []}
     failed: list[dict[str, str]] = []
     for batch in progress_bar(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
-        probs = model(as_layout(batch["image"], layout)).float().softmax(-1)
+        probs = model(as_layout(model_input(batch), layout)).float().softmax(-1)
         gathered = accelerator.gather_for_metrics(
             {"index": batch["index"], "label": batch["label"], "pred": probs.argmax(-1), "probs": probs,
              "ok": batch["ok"]}
@@ -214,11 +214,11 @@ def train_classifier(
             with accelerator.accumulate(model):
                 ok = batch["ok"]
                 failed_train += batch["failed"]
-                x, y = as_layout(batch["image"][ok], layout), batch["label"][ok]
+                x, y = as_layout(model_input(batch)[ok], layout), batch["label"][ok]
                 rng = np.random.default_rng([seed, 7, step, accelerator.process_index])
                 x_mixed, targets = mix(x, y, rng)
                 if len(x_mixed) == 0:  # keep ranks in step even when every file of a batch failed
-                    loss = model(batch["image"][:1]).sum() * 0.0
+                    loss = model(model_input(batch)[:1]).sum() * 0.0
                 else:
                     logits = model(x_mixed)
                     loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()

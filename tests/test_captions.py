@@ -262,8 +262,11 @@ def test_planted_scene_captions_are_ground_truth_offline_and_only_for_planted_da
     assert stops == {"planted_scene"}
     from bias.data.sources import resolve_sources
 
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
     with pytest.raises(ConfigError, match="captions only planted data"):
-        t.check_sources(resolve_sources({"kind": "folder", "paths": {"x": str(tmp_path), "y": str(tmp_path)}}))
+        t.check_sources(resolve_sources({"kind": "folder", "paths": {"x": str(tmp_path / "x"),
+                                                                      "y": str(tmp_path / "y")}}))
 
 
 def test_missing_models_fail_before_any_work_saying_what_to_download(tmp_path, monkeypatch):
@@ -280,7 +283,7 @@ def test_missing_models_fail_before_any_work_saying_what_to_download(tmp_path, m
     assert not (tmp_path / "cache").exists()
     with pytest.raises(WeightIntegrityError, match="not the pinned"):
         encoder_folder({**weights_config(MINILM), "sha256": "0" * 64}, tmp_path)
-    with pytest.raises(ConfigError, match="needs processor"):
+    with pytest.raises(ConfigError, match="needs transform.processor"):
         create_transform("caption_short", weights=None, arch={"model_type": "llava"})
 
 

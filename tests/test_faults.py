@@ -258,19 +258,21 @@ def test_a_diverging_run_is_recorded_as_failed_and_never_scored(small, tmp_path)
 
 
 def test_the_table_lists_a_diverged_row_as_failed_never_as_an_accuracy(tmp_path):
-    from bias.experiment.table import Row, failed_row, write_table
+    from bias.experiment.table import Row, make_row, write_table
 
     done = Row("reference", "reference", "reference", {}, [0.9, 0.8], 0.5, (0.7, 0.95), None, [str(tmp_path / "r")],
                {}, ["learned", "learned"])
-    diverged = failed_row("canny", create_transform("canny"), [
-        {"seed": 0, "what": "loss", "epoch": 2, "step": 7, "reason": "training diverged"}])
+    diverged = make_row("canny", [{"status": "failed", "seed": 0, "transform": "canny", "family": "structural",
+                                   "failure": {"what": "loss", "epoch": 2, "step": 7, "reason": "diverged"}}],
+                        [tmp_path / "c"])
     md, png = write_table([done, diverged], tmp_path / "t", "t", 2)
     line = next(x for x in md.read_text().splitlines() if x.startswith("| canny"))
     cells = [c.strip() for c in line.split("|")[1:-1]]
-    assert cells[2] == "**failed** (seed 0: non-finite loss at epoch 2, step 7)"
-    assert cells[3:6] == ["-", "-", "-"] and cells[7] == "0"  # no interval, drop, chance; no finished seed
+    assert cells[2] == "**failed** (seed 0: non-finite loss at epoch 2, step 7)" and cells[3] == "failed"
+    assert cells[4:7] == ["-", "-", "-"]  # no interval, drop, chance
     saved = json.loads((tmp_path / "t" / "table.json").read_text())
-    assert saved[1]["accuracies"] == [] and saved[1]["failed"][0]["step"] == 7 and png.exists()
+    assert saved[1]["accuracies"] == [] and saved[1]["mean"] is None and "step 7" in saved[1]["failures"][0]
+    assert png.exists()
 
 
 def test_a_failed_check_leaves_no_folder_that_blocks_the_corrected_command(small, tmp_path):

@@ -144,3 +144,25 @@ def test_paper_randaugment_survives_posterize_to_zero_bits():
         assert augment(image).shape == (3, 32, 32)
     assert _posterize(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
     assert _posterize(image, 1).getpixel((0, 0)) == (128, 0, 0)
+
+
+def test_text_batches_carry_tokens_under_their_own_key_and_images_under_image():
+    """A text batch's model input travels under "tokens", an image batch's under "image"; the trainer reads
+    either through `model_input`, and a sample with both (or neither) is an error, not a silent pick."""
+    from classifiers.data import collate, model_input
+    from classifiers.text import TextDataset
+
+    class Tokenizer:
+        def __call__(self, text, max_length, truncation, padding):
+            ids = [len(w) for w in text.split()][:max_length]
+            return {"input_ids": ids + [0] * (max_length - len(ids)),
+                    "attention_mask": [1] * len(ids) + [0] * (max_length - len(ids))}
+
+    texts = TextDataset(["a bb ccc", None], [0, 1], Tokenizer(), 4, reasons={1: "failed"})
+    batch = collate([texts[0], texts[1]])
+    assert "image" not in batch and batch["tokens"].shape == (2, 2, 4)
+    assert model_input(batch)[0, 0].tolist() == [1, 2, 3, 0] and batch["ok"].tolist() == [True, False]
+    images = collate([{"image": torch.zeros(3, 2, 2), "label": 0, "index": 0, "ok": True, "reason": "", "path": "p"}])
+    assert model_input(images).shape == (1, 3, 2, 2)
+    with pytest.raises(KeyError, match="exactly one"):
+        model_input({"image": 1, "tokens": 2})

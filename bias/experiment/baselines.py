@@ -85,7 +85,7 @@ def train_sample(n_train: int, max_train: int, seed: int) -> np.ndarray:
 def extract(dataset, specs: Mapping[str, Any], opts: BaselineOptions, workers: int, desc: str
             ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray]:
     """Features of every loadable item: {baseline: {candidate: [n, d]}}, labels, dataset positions."""
-    from classifiers.data import collate
+    from classifiers.data import collate, model_input
 
     loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                         worker_init_fn=worker_init if workers else None)
@@ -93,7 +93,7 @@ def extract(dataset, specs: Mapping[str, Any], opts: BaselineOptions, workers: i
     labels, index = [], []
     for batch in progress_bar(loader, desc=desc, leave=False):
         ok = batch["ok"]
-        x = batch["image"][ok]
+        x = model_input(batch)[ok]
         labels.append(batch["label"][ok])
         index.append(batch["index"][ok])
         for name, (_, features) in specs.items():
