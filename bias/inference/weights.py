@@ -305,7 +305,8 @@ class WeightSource:
                 "command line; `huggingface-cli download` before version 1.0), then "
                 f"copy its cache folder {folder} (from $HF_HOME/hub there, ~/.cache/huggingface/hub by default) "
                 f"to {cache_dir / folder} here; or add `--local-dir DIR`, copy DIR here and pass it as a local "
-                "path (weights={local: DIR})")
+                "folder: on the command line KEY.weights=null +KEY.weights.local=DIR, KEY being the model's config "
+                "section (for example captions.weights=null +captions.weights.local=DIR)")
 
 
 def folder_sha256(folder: str | os.PathLike) -> str:
