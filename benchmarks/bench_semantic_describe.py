@@ -4,7 +4,8 @@
 
 Builds the sets of benchmarks/semantic_sets.py when missing, runs `scripts/describe.py data=folders ...` on each
 with the offline defaults (nothing else overridden), and reads each dataset's top trait from the differences
-stage: its significant findings (q < differences.q, effect > 0) ordered by AUROC, the first. The trait names the
+stage: its findings (``finding``: proposed for it, q < differences.q, more common in it) ordered by AUROC, the
+first. The trait names the
 known category when its words, or the broader WordNet levels of the class it names (`describe.hierarchy`), hold
 one of the category's words (`CATEGORY_WORDS`): "a tabby" names "animals" (tabby -> cat -> ... -> animal). The
 control set (two random halves of one folder) passes when no trait is significant. Prints one line per dataset
@@ -26,10 +27,13 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.semantic_sets import SETS  # noqa: E402
 from describe.hierarchy import broader_names  # noqa: E402
 
-#: the words that name each known category (or which a narrower class has among its broader levels)
-CATEGORY_WORDS = {"animals": {"animal", "animals"}, "food and drink": {"food", "beverage", "foodstuff", "drink"},
-                  "vehicles": {"vehicle", "vehicles", "conveyance", "craft", "aircraft", "vessel", "train",
-                               "boat", "car", "ship"}}
+#: the words that name each known category: its name and its narrower classes, i.e. the Unicode subcategories of
+#: the emoji it holds (emoji.json: animal-mammal, ..., food-fruit, food-vegetable, food-prepared, food-asian,
+#: food-sweet, drink, dishware; transport-ground/water/air), plus WordNet's word for the category; a class whose
+#: broader WordNet levels hold one of these names it too
+CATEGORY_WORDS = {"animals": {"animal", "mammal", "bird", "fish", "insect", "bug", "reptile", "amphibian"},
+                  "food and drink": {"food", "drink", "beverage", "fruit", "vegetable", "dish", "sweet", "dessert"},
+                  "vehicles": {"vehicle", "conveyance", "transport", "aircraft", "vessel", "craft"}}
 
 
 def names_category(finding: dict, category: str) -> bool:
@@ -39,11 +43,12 @@ def names_category(finding: dict, category: str) -> bool:
     text = finding["text"].lower()
     classes = [o["class"].replace("_", " ") for o in (finding.get("evidence") or {}).get("objects") or []]
     levels = {lv.lower() for c in classes for lv in [c, *broader_names(c)]}
-    return bool(words & (set(text.replace("/", " ").split()) | levels))
+    tokens = {w.rstrip("s") for w in text.replace("/", " ").split()} | {w for w in text.split()}
+    return bool(words & (tokens | levels))
 
 
 def top_trait(diff: dict, dataset: str) -> dict | None:
-    found = [h for h in diff["hypotheses"] if h["dataset"] == dataset and h["significant"] and (h["effect"] or 0) > 0]
+    found = [h for h in diff["hypotheses"] if h["dataset"] == dataset and h.get("finding")]
     return max(found, key=lambda h: h["auroc"]) if found else None
 
 

@@ -235,17 +235,21 @@ def propose_from_statistics(words: Mapping[str, Sequence[tuple[Any, ...]]] | Non
 
     `words`: dataset -> [(phrase, z)] or [(phrase, z, extra support)] (log-odds z-scores: `describe.phrases`,
     `describe.language`); phrases with z > `min_z` that name something (`describe.phrases.is_content`: never a
-    bare number or function word), the `top_k` largest, written as they are. `objects`: dataset ->
+    bare number or function word) and are not the name of a class proposed for the same dataset (the tags
+    captioner writes class names into captions), the `top_k` largest, written as they are. `objects`: dataset ->
     [(class, ratio)] or [(class, ratio, z)] (its presence share over the rest's; with z, ranked by z, else by
     ratio); classes with ratio > `min_ratio`, the `top_k` best, written with their article ("an animal").
     Underscores in class names become spaces. The phrase and z, or class and ratio, are the hypothesis's support.
     """
     hypotheses: list[Hypothesis] = []
     considered = {"words": 0, "objects": 0}
+    classes = {name: {str(t[0]).replace("_", " ").lower() for t in items} for name, items in (objects or {}).items()}
     for name, items in (words or {}).items():
         considered["words"] += len(items)
         kept = sorted(((str(t[0]), float(t[1]), dict(t[2]) if len(t) > 2 else {}) for t in items
-                       if np.isfinite(t[1]) and t[1] > min_z and is_content(str(t[0]))), key=lambda t: -t[1])
+                       if np.isfinite(t[1]) and t[1] > min_z and is_content(str(t[0]))
+                       and str(t[0]).lower() not in classes.get(name, ())),  # the class says it, with its article
+                      key=lambda t: -t[1])
         hypotheses += [Hypothesis(word_template.format(word=w), "words", name, {"word": w, "z": z, **extra})
                        for w, z, extra in kept[:top_k]]
     for name, items in (objects or {}).items():

@@ -346,6 +346,9 @@ def test_the_statistics_proposer_turns_words_and_ratios_into_hypotheses():
     by_z = propose_from_statistics(objects={"A": [("animal", 3.0, 9.0), ("piggy_bank", 20.0, 2.5)]})
     assert [h.text for h in by_z.hypotheses] == ["an animal", "a piggy bank"]
     assert by_z.hypotheses[0].support == {"class": "animal", "ratio": 3.0, "z": 9.0}
+    # a caption phrase that is a class proposed for the same dataset is left to the class (one trait, its article)
+    both = propose_from_statistics(words={"A": [("animal", 8.0), ("fur", 5.0)]}, objects={"A": [("animal", 3.0, 9.0)]})
+    assert [h.text for h in both.hypotheses] == ["fur", "an animal"]
 
 
 # --- the tiny open_clip model ---------------------------------------------------------------------------------

@@ -148,3 +148,16 @@ def test_imagenet_classes_count_at_their_wordnet_levels():
     assert levels[:, col].tolist() == [True, True, True, False]  # three different animals share "animal"
     assert "mammal" in names and levels[:, names.index("mammal")].tolist() == [True, True, False, False]
     assert "food" not in names  # a level above one class alone says no more than the class
+
+
+def test_a_path_list_runs_with_the_defaults_too(folders, tmp_path):
+    rows = ["path,dataset"]
+    rows += [f"{p},yfcc" for p in sorted(folders["reds"].glob("*.png"))[:3]]
+    rows += [f"{p},cc" for p in sorted(folders["reds"].glob("*.png"))[3:]]
+    rows += [f"{p},datacomp" for p in sorted(folders["greens"].glob("*.png"))]
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    cfg = composed("data=list", f"data.list_file={tmp_path / 'all.csv'}", f"cache_dir={tmp_path / 'cache'}",
+                   f"out={tmp_path / 'out'}", "stages=[objects]", *TINY_IMAGENET)
+    assert run_describe(cfg)["status"]["objects"]["status"] == "done"
+    sample = json.loads((tmp_path / "out" / "inputs.json").read_text())["sample"]
+    assert sample["used"] == sample["available"] == {"yfcc": 3, "cc": 4, "datacomp": 4}

@@ -174,6 +174,9 @@ def test_the_true_concept_ranks_first_and_is_significant_for_each_dataset(run):
         assert in_vocabulary(first["text"], name) and first["significant"] and first["q"] < 0.05, first
         assert first["auroc"] > 0.7 and len(first["evidence"]["images"]) == 6
         assert first["evidence"]["words"] or first["evidence"]["objects"]
+        # the fields the summary reads: counted on the score images, the trait more common in its dataset
+        assert first["tested"] and first["finding"] and first["share_in"] > first["share_out"]
+        assert first["share_basis"] and 0 <= first["share_out"] < first["share_in"] <= 1
     score_ids = {run["inputs"].sample_ids[i] for i in np.flatnonzero(run["inputs"].mask("score"))}
     assert all(set(h["evidence"]["images"]) <= score_ids for h in res["hypotheses"])  # evidence from scored images
     em = res["effect_matrix"]
