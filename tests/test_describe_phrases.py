@@ -81,3 +81,27 @@ def test_a_longer_phrase_replaces_a_fragment_it_covers():
     assert "white background" in texts and "white" not in texts  # "white" alone is always "white background"
     assert "two large shapes" in texts or "large shapes" in texts
     assert "two large" not in texts  # a fragment ending in an adjective gives way to the phrase it sits in
+
+
+def test_many_different_animals_share_the_trait_animal_when_no_breed_dominates():
+    from describe.differences import propose_from_statistics
+    from describe.objects import Presence
+    from describe.stages import wordnet_presence
+    from transforms.neural.imagenet import imagenet_class_names
+
+    names = imagenet_class_names()
+    animals = ["tabby", "golden retriever", "goldfish", "bald eagle", "tree frog", "zebra", "ladybug", "koala",
+               "hippopotamus", "king penguin"]
+    tools = ["hammer", "screwdriver", "laptop", "padlock", "umbrella", "teapot", "wall clock", "backpack",
+             "toaster", "bucket"]
+    present = np.zeros((20, len(names)), dtype=bool)
+    for i, c in enumerate(animals + tools):
+        present[i, names.index(c)] = True
+    imagenet = Presence("imagenet", names, present, np.ones(20, dtype=bool))
+    levels = wordnet_presence(imagenet)
+    labels = np.array([0] * 10 + [1] * 10)
+    keys = [f"imagenet:{c}" for c in names] + [f"wordnet:{c}" for c in levels.classes]
+    matrix = np.column_stack([present, levels.present])
+    ratios = object_ratios(matrix, keys, labels, ["zoo", "shed"])
+    top = propose_from_statistics(objects={"zoo": [t for t in ratios["zoo"] if t[2] > 1.96]}, top_k=1)
+    assert [h.text for h in top.hypotheses] == ["an animal"]  # no single class is in more than 1 of 10 images
