@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"data.paths={{{paths}}}", f"cache_dir={args.cache}", f"out={out}", *args.extra], check=True,
                        stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
+        status = json.loads((out / "stages.json").read_text())["differences"]
+        if status["status"] != "done":
+            print(f"{name}: the differences stage {status['status']}: {status.get('reason')}")
+            ok = False
+            continue
         diff = json.loads((out / "differences.json").read_text())
         inputs = json.loads((out / "inputs.json").read_text())
         rows = []

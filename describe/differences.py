@@ -212,7 +212,9 @@ def propose_with_llm(generator: TextGeneratorLike, captions: Sequence[str | None
             if parsed:
                 answers[name] = parsed
             else:
+                copied = not gen.failed and any(e in (gen.text or "") for e in PROMPT_EXAMPLES)
                 reasons[name].append(f"generation failed: {gen.failed}" if gen.failed else
+                                     "only the prompt's own examples" if copied else
                                      f'no line starting with "{HYPOTHESIS_PREFIX}"')
                 still.append(name)
         pending = still

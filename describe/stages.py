@@ -549,6 +549,16 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
         ledger = generator.ledger.as_dict() if hasattr(generator, "ledger") else None
     encoder = make_encoder(ctx.plain)
     alpha = float(opts.get("q", 0.05))
+    if not any(p.hypotheses for p in proposals):  # nothing differs on the propose images: a result, not a failure
+        failed = [f for p in proposals for f in p.failures]
+        return {"hypotheses": [], "note": "no proposer found a phrase or class that differs between the datasets "
+                                          "on the propose images, so nothing was tested and there is no finding",
+                "effect_matrix": {"datasets": list(x.datasets), "hypotheses": [], "values": [[] for _ in x.datasets],
+                                  "label": "effect (AUROC - 0.5)"},
+                "similarity": {"kind": None, "n_perm": int(opts.get("n_perm", 1000)), "alpha": alpha, "scored": 0,
+                               "proposed": 0, "after_merging": 0, "seed": ctx.seed},
+                "proposers": proposers, "model": {"name": "similarity encoder", **encoder.identity},
+                "failed": failed, "skipped": [], **({"ledger": ledger} if ledger else {})}
     diff = find_differences(x, proposals, encoder, merge_threshold=float(opts.get("merge_similarity", 0.9)),
                             n_perm=int(opts.get("n_perm", 1000)), seed=ctx.seed, alpha=alpha,
                             top_k=int(opts.get("evidence_images", 6)))

@@ -161,3 +161,24 @@ def test_a_path_list_runs_with_the_defaults_too(folders, tmp_path):
     assert run_describe(cfg)["status"]["objects"]["status"] == "done"
     sample = json.loads((tmp_path / "out" / "inputs.json").read_text())["sample"]
     assert sample["used"] == sample["available"] == {"yfcc": 3, "cc": 4, "datacomp": 4}
+
+
+def test_two_halves_of_one_folder_give_no_finding(tmp_path):
+    """The control: the same kind of pictures on both sides. The differences stage is done (not failed) and
+    reports no finding, whether or not a proposer found a candidate."""
+    rng = np.random.default_rng(1)
+    paths = {}
+    for half in ("half_a", "half_b"):
+        (tmp_path / half).mkdir()
+        paths[half] = tmp_path / half
+    for i in range(16):
+        pixels = np.clip(np.array((120, 120, 200)) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / ("half_a" if i % 2 else "half_b") / f"{i:02d}.png")
+    cfg = composed("data=folders", f"data.paths={{half_a: {paths['half_a']}, half_b: {paths['half_b']}}}",
+                   f"cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'out'}", "stages=[objects,differences]",
+                   *TINY_IMAGENET)
+    status = run_describe(cfg)["status"]
+    assert status["differences"]["status"] == "done", status["differences"]
+    diff = json.loads((tmp_path / "out" / "differences.json").read_text())
+    assert not any(h["finding"] for h in diff["hypotheses"])
+    assert diff["hypotheses"] or "no proposer found" in diff["note"]
