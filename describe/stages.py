@@ -458,11 +458,15 @@ def _youden_shares(sim: np.ndarray, mine: np.ndarray) -> tuple[float, float]:
     return float(s_in[j]), float(s_out[j])
 
 
+#: a counted trait in fewer of the dataset's score images than this is not a trait of the dataset
+MIN_SHARE = 0.05
+
+
 def _is_finding(entry: Mapping[str, Any], dataset: str, share_in: float | None, share_out: float | None) -> bool:
     """A trait of this dataset: proposed for it, significant, more common in it (AUROC above 0.5, and the counted
-    share higher too where one was counted)."""
+    share higher too, and at least `MIN_SHARE` of its images, where one was counted)."""
     return bool(entry["significant"] and (entry["effect"] or 0) > 0 and entry["proposed_for"] in (dataset, None)
-                and (share_in is None or share_out is None or share_in > share_out))
+                and (share_in is None or share_out is None or (share_in > share_out and share_in >= MIN_SHARE)))
 
 
 def finding_shares(ctx: StageContext, diff: Any) -> list[list[tuple[float | None, float | None, str]]]:

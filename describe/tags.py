@@ -33,9 +33,19 @@ SIDE_CLASSES = 5
 _VOWEL_SOUND = ("a", "e", "i", "o", "u")
 
 
+#: class names that are mass nouns or plural-only: no article ("text", "food", not "a text")
+MASS_NOUNS = frozenset(["text", "food", "produce", "equipment", "clothing", "furniture", "footwear", "hardware",
+                        "software", "foodstuff", "beverage", "seafood", "meat", "bread", "pasta", "fruit", "sand",
+                        "water", "grass", "snow", "sky", "paper", "cloth", "fabric", "jewelry", "sports equipment",
+                        "rolling stock"])
+
+
 def with_article(name: str) -> str:
-    """'a tabby cat', 'an Egyptian cat' (a vowel letter takes "an": close enough for class names)."""
+    """'a tabby cat', 'an Egyptian cat' (a vowel letter takes "an": close enough for class names); a mass noun
+    ("text", "food", `MASS_NOUNS`) takes none."""
     name = " ".join(str(name).replace("_", " ").split())
+    if name.lower() in MASS_NOUNS:
+        return name
     return f"{'an' if name[:1].lower() in _VOWEL_SOUND else 'a'} {name}"
 
 

@@ -130,6 +130,7 @@ def test_the_caption_transform_hint_works_for_scripts_transform():
 
 def test_tag_captions_read_with_articles_and_broader_levels():
     assert with_article("Egyptian cat") == "an Egyptian cat" and with_article("tabby") == "a tabby"
+    assert with_article("text") == "text" and with_article("food") == "food"  # mass nouns take no article
     assert class_phrase("tabby", ["domestic cat", "cat"]) == "a tabby (a kind of domestic cat, cat)"
     text = tag_caption(["tabby", "Egyptian cat"], {"tabby": ["cat", "animal"]}, ["remote_control"], ["wall"])
     assert text == "a tabby (a kind of cat, animal), or an Egyptian cat; also a remote control; in a scene with wall"
