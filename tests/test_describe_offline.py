@@ -183,3 +183,20 @@ def test_two_halves_of_one_folder_give_no_finding(tmp_path):
     diff = json.loads((tmp_path / "out" / "differences.json").read_text())
     assert not any(h["finding"] for h in diff["hypotheses"])
     assert diff["hypotheses"] or "no proposer found" in diff["note"]
+
+
+def test_the_side_output_and_caption_store_hints_are_commands_that_compose(tmp_path):
+    from bias.core.errors import DataError
+    from describe.run import side_output_stores
+
+    cfg = composed(f"cache_dir={tmp_path}", "side_outputs.object_det=required")
+    with pytest.raises(DataError) as err:
+        side_output_stores(validate_describe_config(cfg))
+    message = str(err.value)
+    command = re.search(r"python scripts/transform\.py ((?:\S+=\S+ ?)+)", message).group(1).split()
+    assert command == ["transform=object_det", "data=planted"]
+    assert composed(*command, name="transform").transform.name == "object_det"  # scripts/transform.py's config
+    hint = _hints(message)[-1]
+    assert hint == "side_outputs.object_det=auto"
+    assert side_output_stores(validate_describe_config(composed(f"cache_dir={tmp_path}", hint))) == {}
+    assert validate_describe_config(composed("compute_captions=true"))["compute_captions"] is True
