@@ -1,4 +1,5 @@
-"""Rebuild describe/data/imagenet_hierarchy.json: each ImageNet-1k class's broader WordNet levels, readable.
+"""Rebuild describe/data/imagenet_hierarchy.json: each ImageNet-1k class's broader WordNet levels, readable
+(and those of the LVIS and ADE20K class names, by their first WordNet noun sense).
 
 ImageNet-1k classes are WordNet 3.0 noun synsets (timm ships their ids, timm/data/_info/imagenet_synsets.txt:
 "n02123045" is offset 02123045 of data.noun). This reads Debian's `wordnet-base` database
@@ -61,6 +62,34 @@ def ancestors(offset: str, nouns: dict[str, tuple[str, list[str]]]) -> list[str]
     return names
 
 
+def first_senses(folder: Path) -> dict[str, str]:
+    """noun lemma (lower case, underscores) -> the offset of its first (most frequent) sense, from index.noun."""
+    out = {}
+    for line in (folder / "index.noun").read_text(encoding="latin-1").splitlines():
+        if line.startswith(" "):
+            continue
+        fields = line.split()
+        n_synsets, n_ptr = int(fields[2]), int(fields[3])
+        offsets = fields[4 + n_ptr + 2:]
+        if len(offsets) == n_synsets and offsets:
+            out[fields[0]] = offsets[0]
+    return out
+
+
+def by_name(names: list[list[str]], senses: dict[str, str], nouns: dict[str, tuple[str, list[str]]]
+            ) -> dict[str, list[str]]:
+    """class name -> ancestors of the first WordNet noun sense of its first synonym WordNet knows (the class
+    itself, when it is a WordNet lemma, is the first entry's own synset: its ancestors start above it)."""
+    table = {}
+    for synonyms in names:
+        for word in synonyms:
+            offset = senses.get(word.lower().replace(" ", "_"))
+            if offset is not None:
+                table[synonyms[0]] = ancestors(offset, nouns)
+                break
+    return table
+
+
 def main() -> None:
     import timm
 
@@ -79,11 +108,20 @@ def main() -> None:
     table = {name: ancestors(synset[1:], nouns) for synset, name in classes}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    senses = first_senses(Path(args.wordnet))
+    data = Path(__file__).resolve().parents[1] / "transforms" / "neural" / "data"
+    lvis = [c["synonyms"] or [c["name"]] for c in json.loads((data / "lvis_v1.json").read_text())["categories"]]
+    lvis = [[c["name"], *s] for c, s in zip(json.loads((data / "lvis_v1.json").read_text())["categories"], lvis)]
+    ade = [[c] for c in json.loads((data / "ade20k.json").read_text())["classes"]]
     payload = {"source": "WordNet 3.0 (Debian wordnet-base), hypernyms and instance hypernyms, first lemmas; "
                          "built by benchmarks/build_imagenet_hierarchy.py",
-               "too_abstract": sorted(TOO_ABSTRACT), "broader": table}
+               "too_abstract": sorted(TOO_ABSTRACT), "broader": table,
+               "by_name_rule": "LVIS and ADE20K classes carry no synset id here: the first WordNet noun sense of the "
+                               "first synonym WordNet knows (a heuristic: 'mouse' is the animal)",
+               "by_name": {"lvis": by_name(lvis, senses, nouns), "ade20k": by_name(ade, senses, nouns)}}
     out.write_text(json.dumps(payload, indent=0, sort_keys=True) + "\n")
-    print(f"{len(table)} classes -> {out}")
+    print(f"{len(table)} ImageNet classes, {len(payload['by_name']['lvis'])} LVIS and "
+          f"{len(payload['by_name']['ade20k'])} ADE20K names -> {out}")
 
 
 if __name__ == "__main__":

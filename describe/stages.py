@@ -144,16 +144,18 @@ def _side_presence(ctx: StageContext, source: str, sha: list[str]) -> tuple[Any 
 WORDNET = "wordnet"
 
 
-def wordnet_presence(imagenet: Any) -> Any:
-    """The ImageNet presence at the classes' broader WordNet levels ("animal", "dog", "food"), a new source."""
+def wordnet_presence(fine: Any, vocabulary: str = "imagenet") -> Any:
+    """A presence at the classes' broader WordNet levels ("animal", "dog", "food"), as a new source: ``wordnet``
+    for the ImageNet classes, ``<source>_wordnet`` for LVIS and ADE20K."""
     from describe.hierarchy import broader_presence
     from describe.objects import Presence
 
-    levels, names = broader_presence(imagenet.present, imagenet.classes)
+    levels, names = broader_presence(fine.present, fine.classes, vocabulary=vocabulary)
     keep = levels.any(axis=0)
-    return Presence(WORDNET, [n for n, k in zip(names, keep) if k], levels[:, keep], imagenet.has_output,
-                    list(imagenet.missing), None, f"a broader WordNet level of any class present by the imagenet "
-                    f"rule ({imagenet.rule})")
+    name = WORDNET if vocabulary == "imagenet" else f"{vocabulary}_{WORDNET}"
+    return Presence(name, [n for n, k in zip(names, keep) if k], levels[:, keep], fine.has_output,
+                    list(fine.missing), None, f"a broader WordNet level of any class present by the {fine.source} "
+                    f"rule ({fine.rule})")
 
 
 def _per_dataset(values: np.ndarray, labels: np.ndarray, ok: np.ndarray, datasets: list[str]) -> dict[str, list]:
@@ -199,6 +201,10 @@ def objects_stage(ctx: StageContext) -> dict[str, Any]:
             presence, sources[source] = _side_presence(ctx, source, sha)
             if presence is not None:
                 presences[source] = presence
+                derived = f"{source}_{WORDNET}"
+                presences[derived] = wordnet_presence(presence, source)
+                sources[derived] = {"status": "used", "reason": f"the broader WordNet levels of the {source} classes "
+                                    "(the first WordNet noun sense of each class name; describe/hierarchy.py)"}
     if not presences:
         raise DataError(f"describe.objects: no object source is available: {sources}")
 

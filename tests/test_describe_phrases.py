@@ -105,3 +105,14 @@ def test_many_different_animals_share_the_trait_animal_when_no_breed_dominates()
     ratios = object_ratios(matrix, keys, labels, ["zoo", "shed"])
     top = propose_from_statistics(objects={"zoo": [t for t in ratios["zoo"] if t[2] > 1.96]}, top_k=1)
     assert [h.text for h in top.hypotheses] == ["an animal"]  # no single class is in more than 1 of 10 images
+
+
+def test_lvis_and_ade20k_names_count_at_their_wordnet_levels_too():
+    from describe.hierarchy import broader_names, broader_presence
+
+    assert {"aircraft", "vehicle"} <= set(broader_names("airplane", "lvis"))
+    assert {"dog", "animal"} <= set(broader_names("beagle", "lvis")) or "animal" in broader_names("dog", "lvis")
+    assert "vehicle" in broader_names("car", "ade20k") and broader_names("airplane") == []  # not an ImageNet name
+    present = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=bool)
+    levels, names = broader_presence(present, ["airplane", "bus", "apple"], vocabulary="lvis")
+    assert levels[:, names.index("conveyance")].tolist() == [True, True, False]
