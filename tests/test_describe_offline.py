@@ -200,3 +200,20 @@ def test_the_side_output_and_caption_store_hints_are_commands_that_compose(tmp_p
     assert hint == "side_outputs.object_det=auto"
     assert side_output_stores(validate_describe_config(composed(f"cache_dir={tmp_path}", hint))) == {}
     assert validate_describe_config(composed("compute_captions=true"))["compute_captions"] is True
+
+
+def test_webdataset_shards_run_with_the_tags_captioner(tmp_path, monkeypatch):
+    from tests.test_sources import write_dataset_shards
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shards = {name: write_dataset_shards(tmp_path / name, colour, 1, 5, seed)[0]
+              for seed, (name, colour) in enumerate((("yfcc", (200, 40, 40)), ("cc", (40, 200, 40)),
+                                                     ("datacomp", (40, 40, 200))))}
+    cfg = composed("data=webdataset", *[f"data.datasets.{n}.shards={p}" for n, p in shards.items()],
+                   f"cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'out'}", "stages=[objects,language]",
+                   *TINY_IMAGENET)
+    status = run_describe(cfg)["status"]
+    assert status["objects"]["status"] == "done" and status["language"]["status"] != "failed", status
+    inputs = json.loads((tmp_path / "out" / "inputs.json").read_text())
+    assert inputs["captioner"] == "tags" and inputs["sample"]["used"] == {"yfcc": 5, "cc": 5, "datacomp": 5}
+    assert inputs["n_missing_captions"] == 0
