@@ -21,6 +21,7 @@ order (optionally a seeded subsample of `images_per_dataset` per dataset). Then:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -371,6 +372,7 @@ def build_inputs(cfg: Any, state: Any = None, transform: Any = None, captioner: 
     from omegaconf import OmegaConf
 
     from bias.core.distributed import partial_state
+    from bias.data.split import DataConfigError
     from bias.experiment.run import prepare_split
 
     state = state if state is not None else partial_state()
@@ -379,7 +381,14 @@ def build_inputs(cfg: Any, state: Any = None, transform: Any = None, captioner: 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     every = OmegaConf.create({"data": {**data, "per_dataset": None, "val_per_dataset": 1},
                               "cache_dir": plain["cache_dir"], "num_workers": plain.get("num_workers")})
-    split, skipped, _ = prepare_split(every, state)
+    try:
+        split, skipped, _ = prepare_split(every, state)
+    except DataConfigError as err:  # the split's own hint names its sizes, which describe does not use
+        few = re.match(r"dataset '(.+)' has (\d+) usable images", str(err))
+        if few is None:
+            raise
+        raise DataError(f"dataset {few.group(1)!r} has {few.group(2)} usable image(s); describe needs at least 2 per "
+                        "dataset (one to propose traits from, one to test them on): add images to it") from None
     labels = split.all_labels()
     wanted = cfg.get("images_per_dataset")
     keep = subsample(labels, wanted, seed)

@@ -217,3 +217,16 @@ def test_webdataset_shards_run_with_the_tags_captioner(tmp_path, monkeypatch):
     inputs = json.loads((tmp_path / "out" / "inputs.json").read_text())
     assert inputs["captioner"] == "tags" and inputs["sample"]["used"] == {"yfcc": 5, "cc": 5, "datacomp": 5}
     assert inputs["n_missing_captions"] == 0
+
+
+def test_a_dataset_of_one_image_is_one_clear_line_without_split_sizes(folders, tmp_path):
+    from bias.core.errors import DataError
+
+    single = tmp_path / "single"
+    single.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(single / "only.png")
+    cfg = composed("data=folders", f"data.paths={{reds: {folders['reds']}, single: {single}}}",
+                   f"cache_dir={tmp_path / 'cache'}", "stages=[objects]", *TINY_IMAGENET)
+    with pytest.raises(DataError, match=r"'single' has 1 usable image\(s\); describe needs at least 2") as err:
+        build_inputs(cfg)
+    assert "per_dataset" not in str(err.value)
