@@ -4,8 +4,11 @@
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
    `MissingModelError` before any work) and the side outputs marked `required` (a `DataError` naming the
    command that computes them).
-2. Build the table every analysis reads (`describe.inputs.build_inputs`): the split's images, captions
-   (computed through the runner if missing), planted records, the propose/score roles.
+2. Build the table every analysis reads (`describe.inputs.build_inputs`): every usable image of each dataset,
+   a seeded sample of at most `images_per_dataset` each (recorded as ``sample``), captions only when a
+   configured stage reads them (by the captioner `describe.inputs.resolve_captioner` picks: planted ground
+   truth, a model on disk, else the offline `tags` captioner; computed through the runner if missing),
+   planted records, the propose/score roles.
 3. Run the configured stages in order, each a function of a `StageContext` registered in `STAGES`
    (`objects`, `language`, `themes`, `differences`, `explained`); each returns a plain dict (JSON-ready;
    Arrow tables under its ``tables`` key are written as parquet beside it). A stage slot without a
