@@ -180,6 +180,18 @@ AUTO, TAGS = "auto", "tags"
 CAPTIONERS = (AUTO, TAGS, "model", "planted_scene")
 
 
+#: what follows from each captioner for the traits found in its captions (inputs.json caption_source.implication)
+CAPTIONER_IMPLICATIONS = {
+    TAGS: "The captions list only the classes the packaged classifiers know (ImageNet's 1,000, with their WordNet "
+          "levels; LVIS and ADE20K where those outputs exist): caption traits are class names, and what those "
+          "classes cannot name (style, layout, text in the image, people) is not described. Flat artwork and icons "
+          "are often given a wrong class.",
+    "model": "The captions are what the image-to-text model writes; a trait can be the captioner's habit as well "
+             "as the images'.",
+    "planted_scene": "The captions are the planted generator's record of what it drew: exact, planted data only.",
+}
+
+
 def needs_captions(plain: Mapping[str, Any]) -> bool:
     """Whether a configured stage reads captions (objects and explained alone do not)."""
     return any(s in CAPTION_STAGES for s in plain.get("stages") or [])
@@ -409,6 +421,7 @@ def build_inputs(cfg: Any, state: Any = None, transform: Any = None, captioner: 
             captions, source, missing = read_captions(cfg, transform, reads, sha1s, state,
                                                       bool(cfg.get("compute_captions", True)))
         source["why"] = why
+        source["implication"] = CAPTIONER_IMPLICATIONS.get(name, "")
     else:
         captions, missing = [None] * len(ids), {}
         source = {"captioner": None, "why": "no configured stage reads captions (they are read by "

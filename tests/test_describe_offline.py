@@ -75,6 +75,7 @@ def test_the_default_captioner_on_own_folders_is_tags_and_is_recorded(folders, t
     assert len(x) == 11 and x.caption_source["captioner"] == "tags" and x.summary()["captioner"] == "tags"
     assert all(isinstance(c, str) and c.startswith(("a ", "an ")) for c in x.captions)
     assert x.caption_source["sources"] == ["imagenet"] and x.caption_source["why"] == why
+    assert "only the classes the packaged classifiers know" in x.caption_source["implication"]
 
 
 def test_captioner_choices_and_the_planted_default():
