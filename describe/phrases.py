@@ -32,7 +32,7 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 NUMBER_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 #: words that carry no trait on their own in captions, besides the stop words (list words, the tags captioner's frame)
 FILLER = frozenset("""including include includes kind kinds type types sort sorts various several different other
-another also lot lots something thing things scene""".split())
+another also lot lots something thing things""".split())
 NUMBER = "<number>"
 MAX_N = 3
 MAX_LISTED = 4
