@@ -90,6 +90,14 @@ def by_name(names: list[list[str]], senses: dict[str, str], nouns: dict[str, tup
     return table
 
 
+def compact_json(value: object, depth: int = 0) -> str:
+    """JSON with one line per class (a dict of lists), so the committed file stays small and diffs readably."""
+    if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
+        inner = ",\n".join(f"{json.dumps(k)}: {compact_json(v, depth + 1).strip()}" for k, v in sorted(value.items()))
+        return "{\n" + inner + "\n}" + ("\n" if depth == 0 else "")
+    return json.dumps(value)
+
+
 def main() -> None:
     import timm
 
@@ -119,7 +127,7 @@ def main() -> None:
                "by_name_rule": "LVIS and ADE20K classes carry no synset id here: the first WordNet noun sense of the "
                                "first synonym WordNet knows (a heuristic: 'mouse' is the animal)",
                "by_name": {"lvis": by_name(lvis, senses, nouns), "ade20k": by_name(ade, senses, nouns)}}
-    out.write_text(json.dumps(payload, indent=0, sort_keys=True) + "\n")
+    out.write_text(compact_json(payload))
     print(f"{len(table)} ImageNet classes, {len(payload['by_name']['lvis'])} LVIS and "
           f"{len(payload['by_name']['ade20k'])} ADE20K names -> {out}")
 
