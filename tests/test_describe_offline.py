@@ -231,3 +231,22 @@ def test_a_dataset_of_one_image_is_one_clear_line_without_split_sizes(folders, t
     with pytest.raises(DataError, match=r"'single' has 1 usable image\(s\); describe needs at least 2") as err:
         build_inputs(cfg)
     assert "per_dataset" not in str(err.value)
+
+
+def test_on_planted_data_each_dataset_s_top_finding_names_its_planted_axis(tmp_path):
+    """The planted demo's known answers (issue 19 point 6), from the statistics proposer on ground-truth captions:
+    yfcc_like many shapes / clutter, cc_like text or graphics overlaid, datacomp_like large shapes / white."""
+    cfg = composed("data.generator.n_per_dataset=60", "data.generator.size=32", "images_per_dataset=60",
+                   f"cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'out'}", "stages=[differences]",
+                   "num_workers=0", "differences.n_perm=300", "differences.llm_proposer=false")
+    assert run_describe(cfg)["status"]["differences"]["status"] == "done"
+    diff = json.loads((tmp_path / "out" / "differences.json").read_text())
+    axes = {"yfcc_like": ("cluttered", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"),
+            "cc_like": ("text", "banner", "bar", "logo", "frame"), "datacomp_like": ("large", "white")}
+    for name, words in axes.items():
+        findings = sorted((h for h in diff["hypotheses"] if h["dataset"] == name and h["finding"]),
+                          key=lambda h: -h["auroc"])
+        top = findings[0]
+        assert any(w in top["text"].split() or w in top["text"].replace("/", " ").split() for w in words), top
+        assert top["q"] < 0.05 and top["share_in"] > top["share_out"] and top["proposer"] == "words"
+        assert not any(h["text"] in ("seven", "twelve", "kinds", "including") for h in diff["hypotheses"])
