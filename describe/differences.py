@@ -39,12 +39,16 @@ import numpy as np
 
 from bias.core.errors import DataError
 from bias.core.seeding import derive_seed
+from describe.phrases import is_content
+from describe.tags import with_article
 
 PROPOSE, SCORE = "propose", "score"
 ALTERNATIVES = ("two-sided", "greater", "less")
 HYPOTHESIS_PREFIX = "images that contain"
-WORD_TEMPLATE = "a photo with a {word}"
-OBJECT_TEMPLATE = "a photo that contains a {name}"
+WORD_TEMPLATE = "{word}"     # a caption phrase as it is ("white background", "seven/eight small shapes")
+OBJECT_TEMPLATE = "{name}"    # a class name with its article ("an animal")
+#: the example answers of the strict proposal prompt: an LLM that copies them proposed nothing
+PROMPT_EXAMPLES = ("a dog on a beach", "people in a kitchen")
 #: the prefixes an LLM line may start with (the concept follows); the first is the one asked for
 _PREFIX = re.compile(r"^(?:images?|photos?|pictures?)\s+(?:that|which)\s+(?:contains?|shows?|has|have|depicts?)\s+",
                      re.IGNORECASE)
@@ -156,8 +160,8 @@ def parse_hypotheses(text: str, limit: int | None = None) -> list[str]:
             continue
         concept = line[match.end():].strip().rstrip(".;,:!").strip().strip("\"'`*").strip()
         concept = " ".join(concept.split()).lower()
-        if not concept or len(concept.split()) > _MAX_WORDS:
-            continue
+        if not concept or len(concept.split()) > _MAX_WORDS or not is_content(concept) or concept in PROMPT_EXAMPLES:
+            continue  # empty, too long, only function or number words, or the prompt's own example
         phrase = f"{HYPOTHESIS_PREFIX} {concept}"
         if phrase not in found:
             found.append(phrase)
@@ -208,7 +212,9 @@ def propose_with_llm(generator: TextGeneratorLike, captions: Sequence[str | None
             if parsed:
                 answers[name] = parsed
             else:
+                copied = not gen.failed and any(e in (gen.text or "") for e in PROMPT_EXAMPLES)
                 reasons[name].append(f"generation failed: {gen.failed}" if gen.failed else
+                                     "only the prompt's own examples" if copied else
                                      f'no line starting with "{HYPOTHESIS_PREFIX}"')
                 still.append(name)
         pending = still
@@ -223,30 +229,38 @@ def propose_with_llm(generator: TextGeneratorLike, captions: Sequence[str | None
     return Proposals(hypotheses, failures, info)
 
 
-def propose_from_statistics(words: Mapping[str, Sequence[tuple[str, float]]] | None = None,
-                            objects: Mapping[str, Sequence[tuple[str, float]]] | None = None, *, top_k: int = 5,
+def propose_from_statistics(words: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
+                            objects: Mapping[str, Sequence[tuple[Any, ...]]] | None = None, *, top_k: int = 5,
                             min_z: float = 1.96, min_ratio: float = 1.0, word_template: str = WORD_TEMPLATE,
                             object_template: str = OBJECT_TEMPLATE) -> Proposals:
-    """Hypotheses without a model, from the distinctive words and object ratios of each dataset.
+    """Hypotheses without a model, from the distinctive phrases and object classes of each dataset.
 
-    `words`: dataset -> [(word, z)] (log-odds z-scores, `describe.language`); words with z > `min_z`, the
-    `top_k` largest. `objects`: dataset -> [(class, ratio)] (its presence share over the rest's,
-    `describe.objects`); classes with ratio > `min_ratio`, the `top_k` largest. Underscores in class names
-    become spaces. The word and z, or class and ratio, are the hypothesis's support.
+    `words`: dataset -> [(phrase, z)] or [(phrase, z, extra support)] (log-odds z-scores: `describe.phrases`,
+    `describe.language`); phrases with z > `min_z` that name something (`describe.phrases.is_content`: never a
+    bare number or function word) and are not the name of a class proposed for the same dataset (the tags
+    captioner writes class names into captions), the `top_k` largest, written as they are. `objects`: dataset ->
+    [(class, ratio)] or [(class, ratio, z)] (its presence share over the rest's; with z, ranked by z, else by
+    ratio); classes with ratio > `min_ratio`, the `top_k` best, written with their article ("an animal").
+    Underscores in class names become spaces. The phrase and z, or class and ratio, are the hypothesis's support.
     """
     hypotheses: list[Hypothesis] = []
     considered = {"words": 0, "objects": 0}
+    classes = {name: {str(t[0]).replace("_", " ").lower() for t in items} for name, items in (objects or {}).items()}
     for name, items in (words or {}).items():
         considered["words"] += len(items)
-        kept = sorted(((str(w), float(z)) for w, z in items if np.isfinite(z) and z > min_z), key=lambda t: -t[1])
-        hypotheses += [Hypothesis(word_template.format(word=w), "words", name, {"word": w, "z": z})
-                       for w, z in kept[:top_k]]
+        kept = sorted(((str(t[0]), float(t[1]), dict(t[2]) if len(t) > 2 else {}) for t in items
+                       if np.isfinite(t[1]) and t[1] > min_z and is_content(str(t[0]))
+                       and str(t[0]).lower() not in classes.get(name, ())),  # the class says it, with its article
+                      key=lambda t: -t[1])
+        hypotheses += [Hypothesis(word_template.format(word=w), "words", name, {"word": w, "z": z, **extra})
+                       for w, z, extra in kept[:top_k]]
     for name, items in (objects or {}).items():
         considered["objects"] += len(items)
-        kept = sorted(((str(c), float(r)) for c, r in items if np.isfinite(r) and r > min_ratio),
-                      key=lambda t: -t[1])
-        hypotheses += [Hypothesis(object_template.format(name=c.replace("_", " ")), "objects", name,
-                                  {"class": c, "ratio": r}) for c, r in kept[:top_k]]
+        rows = [(str(t[0]), float(t[1]), float(t[2]) if len(t) > 2 else float(t[1])) for t in items]
+        kept = sorted(((c, r, k) for c, r, k in rows if np.isfinite(r) and r > min_ratio and is_content(c.replace("_", " "))),
+                      key=lambda t: -t[2])
+        hypotheses += [Hypothesis(object_template.format(name=with_article(c)), "objects", name,
+                                  {"class": c, "ratio": r, **({"z": k} if k != r else {})}) for c, r, k in kept[:top_k]]
     info = {"top_k": top_k, "min_z": min_z, "min_ratio": min_ratio, "considered": considered}
     return Proposals(hypotheses, [], info)
 

@@ -4,8 +4,11 @@
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
    `MissingModelError` before any work) and the side outputs marked `required` (a `DataError` naming the
    command that computes them).
-2. Build the table every analysis reads (`describe.inputs.build_inputs`): the split's images, captions
-   (computed through the runner if missing), planted records, the propose/score roles.
+2. Build the table every analysis reads (`describe.inputs.build_inputs`): every usable image of each dataset,
+   a seeded sample of at most `images_per_dataset` each (recorded as ``sample``), captions only when a
+   configured stage reads them (by the captioner `describe.inputs.resolve_captioner` picks: planted ground
+   truth, a model on disk, else the offline `tags` captioner; computed through the runner if missing),
+   planted records, the propose/score roles.
 3. Run the configured stages in order, each a function of a `StageContext` registered in `STAGES`
    (`objects`, `language`, `themes`, `differences`, `explained`); each returns a plain dict (JSON-ready;
    Arrow tables under its ``tables`` key are written as parquet beside it). A stage slot without a
@@ -320,8 +323,9 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     from bias.core.distributed import partial_state
     from bias.core.io import write_json, write_parquet_atomic
     from bias.data.sources import resolve_sources
-    from describe.inputs import build_inputs, caption_transform
+    from describe.inputs import build_inputs, caption_transform, needs_captions, resolve_captioner
     from describe.report import collect_report, write_report
+    from describe.stages import check_objects
 
     stages = dict(stages if stages is not None else STAGES)
     times: dict[str, float] = {}
@@ -329,8 +333,14 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     plain = validate_describe_config(cfg)
     for source in resolve_sources(plain["data"]).values():
         source.check()
-    captions = caption_transform(plain["captions"])
-    captions.check_sources(resolve_sources(plain["data"]))
+    captioner = captions = None
+    if needs_captions(plain):                  # objects / explained alone need no captioner
+        captioner = resolve_captioner(plain)
+        captions = caption_transform({**dict(plain["captions"]), "captioner": captioner[0]})
+        if captions is not None:
+            captions.check_sources(resolve_sources(plain["data"]))
+        else:
+            check_objects({**plain, "objects": {"sources": ["imagenet"]}})  # the tags captioner's classifier
     check_stages(plain, stages)                # missing models fail here, before any work
     side = side_output_stores(plain)           # required side outputs too
     times["checks"] = round(time.perf_counter() - start, 3)
@@ -338,7 +348,7 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     state = partial_state()
     out_dir = describe_dir(cfg)
     mark = time.perf_counter()
-    inputs = build_inputs(cfg, state, captions)
+    inputs = build_inputs(cfg, state, captions, captioner, side)
     times["inputs"] = round(time.perf_counter() - mark, 3)
     if not state.is_main_process:  # the analyses and the report are the main process's
         state.wait_for_everyone()

@@ -22,11 +22,19 @@ call counts it is the only part of a result that differs between a cold run and 
   ``themes`` = its keyword arguments; ``procedure: slots`` by default, one short answer per call, the chunk titles
   grouped with the sentence encoder) from the captions of the ``propose`` images only; failed steps listed.
   The LLM is built by `llm_generator` from the ``llm`` section, the one builder the differences proposer uses too.
-* ``differences``: proposers on the ``propose`` images only: statistics (distinctive words and object presence
-  ratios recomputed on the propose images, so nothing is read from the images it is scored on) and an LLM when
-  a generator is available (`make_generator`; when `describe.llm` cannot be imported it is recorded as not run). Scored on
-  the ``score`` images (`describe.differences.find_differences`) by caption-text similarity with the sentence
-  encoder (``encoder``) or image-text with open_clip when ``clip`` is configured.
+* ``differences``: proposers on the ``propose`` images only: statistics (caption phrases, `describe.phrases`:
+  n-grams without function words, number variants grouped; and object classes with their article, the ImageNet
+  classes also at their broader WordNet levels, source ``wordnet``; both ranked by the log odds ratio z on the
+  propose images, so nothing is read from the images it is scored on) and an LLM when a generator is available
+  (`make_generator`; when `describe.llm` cannot be imported it is recorded as not run). Scored on the ``score``
+  images (`describe.differences.find_differences`) by caption-text similarity with the sentence encoder
+  (``encoder``) or image-text with open_clip when ``clip`` is configured. Each entry of ``hypotheses`` (the
+  findings, per dataset best first) has: ``text``, ``dataset``, ``rank``, ``proposer`` (words, objects, llm),
+  ``auroc``, ``effect``, ``p``, ``q``, ``significant`` (q < differences.q), ``tested`` (always true here: every
+  hypothesis was proposed on one half and scored on the other; untested LLM text is the themes stage's, marked
+  ``tested: false``), ``share_in`` / ``share_out`` (the share of the dataset's / the rest's score images with the
+  trait) and ``share_basis`` (how a share was counted: `finding_shares`), and ``evidence`` (``images``: the
+  dataset's score images most similar to the text; ``words`` / ``objects``: the proposer's support; ``merged``).
 * ``explained``: the explained share (`describe.explained.explained_share`) of the top-k hypotheses' scores and
   of the object-presence vectors, against the latest classify run on the same data
   (`describe.report.find_classify_runs`); without one the accuracies are reported and the share is said to be
@@ -125,6 +133,24 @@ def _side_presence(ctx: StageContext, source: str, sha: list[str]) -> tuple[Any 
     return presence, {"status": "used", "reason": f"{side} side output ({store.folder})"}
 
 
+#: the derived object source of the ImageNet classes' broader WordNet levels
+WORDNET = "wordnet"
+
+
+def wordnet_presence(fine: Any, vocabulary: str = "imagenet") -> Any:
+    """A presence at the classes' broader WordNet levels ("animal", "dog", "food"), as a new source: ``wordnet``
+    for the ImageNet classes, ``<source>_wordnet`` for LVIS and ADE20K."""
+    from describe.hierarchy import broader_presence
+    from describe.objects import Presence
+
+    levels, names = broader_presence(fine.present, fine.classes, vocabulary=vocabulary)
+    keep = levels.any(axis=0)
+    name = WORDNET if vocabulary == "imagenet" else f"{vocabulary}_{WORDNET}"
+    return Presence(name, [n for n, k in zip(names, keep) if k], levels[:, keep], fine.has_output,
+                    list(fine.missing), None, f"a broader WordNet level of any class present by the {fine.source} "
+                    f"rule ({fine.rule})")
+
+
 def _per_dataset(values: np.ndarray, labels: np.ndarray, ok: np.ndarray, datasets: list[str]) -> dict[str, list]:
     return {name: values[(labels == d) & ok].astype(int).tolist() for d, name in enumerate(datasets)}
 
@@ -161,10 +187,17 @@ def objects_stage(ctx: StageContext) -> dict[str, Any]:
             sources[source] = {"status": "used", "reason": f"imagenet_cls run through the inference runner, "
                                f"its outputs cached in {info['store']}", "model": info["model"]}
             cache_use["imagenet"] = {k: info[k] for k in ("computed", "reused", "failed")}
+            presences[WORDNET] = wordnet_presence(presences[source])
+            sources[WORDNET] = {"status": "used", "reason": "the broader WordNet levels of the imagenet classes "
+                                "(describe/hierarchy.py): an image has a level when any of its classes is of it"}
         else:
             presence, sources[source] = _side_presence(ctx, source, sha)
             if presence is not None:
                 presences[source] = presence
+                derived = f"{source}_{WORDNET}"
+                presences[derived] = wordnet_presence(presence, source)
+                sources[derived] = {"status": "used", "reason": f"the broader WordNet levels of the {source} classes "
+                                    "(the first WordNet noun sense of each class name; describe/hierarchy.py)"}
     if not presences:
         raise DataError(f"describe.objects: no object source is available: {sources}")
 
@@ -243,11 +276,16 @@ def presence_matrix(ctx: StageContext, sample_ids: list[str], sources: list[str]
 
 
 def object_ratios(matrix: np.ndarray, keys: list[str], labels: np.ndarray, datasets: list[str],
-                  min_share: float = 0.05) -> dict[str, list[tuple[str, float]]]:
-    """Per dataset: (class, smoothed share_in / share_out) of the classes in at least `min_share` of its images;
-    share = (containing + 0.5) / (images + 1) on both sides, so a class the rest never shows stays finite."""
-    out: dict[str, list[tuple[str, float]]] = {}
+                  min_share: float = 0.05) -> dict[str, list[tuple[str, float, float]]]:
+    """Per dataset: (class, smoothed share_in / share_out, log-odds z) of the classes in at least `min_share` of
+    its images, best z first; of classes present in exactly the same images only the shortest name is kept (a
+    "placental" that is every "mammal" says nothing more). share = (containing + 0.5) / (images + 1) on both
+    sides, so a class the rest never shows stays finite; z: `describe.phrases.log_odds_ratio_z` on the image counts."""
+    from describe.phrases import log_odds_ratio_z
+
+    out: dict[str, list[tuple[str, float, float]]] = {}
     a = RATIO_SMOOTHING
+    names = [k.split(":", 1)[1] for k in keys]
     for d, name in enumerate(datasets):
         mine, rest = labels == d, labels != d
         if not mine.any() or not rest.any():
@@ -256,8 +294,13 @@ def object_ratios(matrix: np.ndarray, keys: list[str], labels: np.ndarray, datas
         c_in, c_out = matrix[mine].sum(axis=0), matrix[rest].sum(axis=0)
         s_in = (c_in + a) / (mine.sum() + 2 * a)
         s_out = (c_out + a) / (rest.sum() + 2 * a)
-        keep = c_in / mine.sum() >= min_share
-        out[name] = [(keys[j].split(":", 1)[1], float(s_in[j] / s_out[j])) for j in np.flatnonzero(keep)]
+        z = log_odds_ratio_z(c_in, int(mine.sum()), c_out, int(rest.sum()))
+        keep = np.flatnonzero(c_in / mine.sum() >= min_share)
+        best: dict[bytes, int] = {}
+        for j in sorted(keep.tolist(), key=lambda j: (len(names[j]), names[j])):
+            best.setdefault(np.packbits(matrix[:, j]).tobytes(), j)
+        kept = sorted(best.values(), key=lambda j: (-np.nan_to_num(z[j], nan=-np.inf), names[j]))
+        out[name] = [(names[j], float(s_in[j] / s_out[j]), float(z[j])) for j in kept]
     return out
 
 
@@ -398,10 +441,77 @@ def _evidence_lists(h: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return words, objects
 
 
+SHARE_PHRASE = "captions containing the phrase"
+SHARE_CLASS = "images where the object source finds the class"
+SHARE_SIMILARITY = "images whose similarity to the phrase is above the threshold that best separates the dataset"
+
+
+def _youden_shares(sim: np.ndarray, mine: np.ndarray) -> tuple[float, float]:
+    """Shares above the similarity threshold with the largest share_in - share_out (Youden's J)."""
+    order = np.argsort(-sim, kind="stable")
+    ranked, flags = sim[order], mine[order]
+    s_in = np.cumsum(flags) / max(1, int(mine.sum()))
+    s_out = np.cumsum(~flags) / max(1, int((~mine).sum()))
+    last_of_tie = np.append(ranked[1:] != ranked[:-1], True)  # a threshold takes every image tied with it
+    j = np.flatnonzero(last_of_tie)[int(np.argmax((s_in - s_out)[last_of_tie]))]
+    return float(s_in[j]), float(s_out[j])
+
+
+#: a counted trait in fewer of the dataset's score images than this is not a trait of the dataset
+MIN_SHARE = 0.05
+
+
+def _is_finding(entry: Mapping[str, Any], dataset: str, share_in: float | None, share_out: float | None) -> bool:
+    """A trait of this dataset: proposed for it, significant, more common in it (AUROC above 0.5, and the counted
+    share higher too, and at least `MIN_SHARE` of its images, where one was counted)."""
+    return bool(entry["significant"] and (entry["effect"] or 0) > 0 and entry["proposed_for"] in (dataset, None)
+                and (share_in is None or share_out is None or (share_in > share_out and share_in >= MIN_SHARE)))
+
+
+def finding_shares(ctx: StageContext, diff: Any) -> list[list[tuple[float | None, float | None, str]]]:
+    """[hypothesis][dataset] -> (share of the dataset's score images with the trait, share of the rest's, basis).
+
+    On the scored images only (never the ones the phrase was proposed from): a caption phrase counts the captions
+    containing it (`describe.phrases.phrase_present`), an object class the images its source finds it in, any
+    other phrase (LLM) the images whose caption (or image) similarity to it is above the threshold that best
+    separates the dataset from the rest (so that share is an upper bound of what the phrase separates)."""
+    from describe.phrases import Phrase, phrase_present
+
+    pos = {sid: i for i, sid in enumerate(ctx.inputs.sample_ids)}
+    rows = [pos[s] for s in diff.scored_ids]
+    captions = [ctx.inputs.captions[i] for i in rows]
+    labels = np.asarray(diff.scored_labels)
+    matrix = keys = None
+    if "objects" in ctx.results:
+        matrix, keys, _ = presence_matrix(ctx, list(diff.scored_ids))
+    out = []
+    for h, hyp in enumerate(diff.hypotheses):
+        support = hyp.support or {}
+        present, basis = None, SHARE_SIMILARITY
+        if "pattern" in support:
+            present = phrase_present(Phrase(tuple(support["pattern"]), tuple(support.get("numbers") or ())), captions)
+            basis = SHARE_PHRASE
+        elif "class" in support and matrix is not None:
+            cols = [j for j, k in enumerate(keys) if k.split(":", 1)[1] == support["class"]]
+            if cols:
+                present, basis = matrix[:, cols].any(axis=1), SHARE_CLASS
+        per = []
+        for d in range(len(diff.datasets)):
+            mine = labels == d
+            if not mine.any() or mine.all():
+                per.append((None, None, basis))
+            elif present is not None:
+                per.append((float(present[mine].mean()), float(present[~mine].mean()), basis))
+            else:
+                per.append((*_youden_shares(diff.similarity[:, h], mine), basis))
+        out.append(per)
+    return out
+
+
 def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None = None) -> dict[str, Any]:
     """Proposed on the propose images, scored on the score images (module docstring)."""
     from describe.differences import find_differences, propose_from_statistics, propose_with_llm
-    from describe.language import distinctive_words
+    from describe.phrases import distinctive_phrases
 
     make_generator = make_generator or default_make_generator
     x, opts = ctx.inputs, ctx.options("differences")
@@ -409,20 +519,24 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
     propose = x.mask("propose")
     idx = np.flatnonzero(propose)
     sub = x.subset(idx)
-    words: dict[str, list[tuple[str, float]]] = {d: [] for d in x.datasets}
+    min_z = float(opts.get("min_z", 1.96))
+    words: dict[str, list[tuple[str, float, dict[str, Any]]]] = {d: [] for d in x.datasets}
     if any(c is not None for c in sub.captions):
-        for row in distinctive_words(sub.captions, sub.labels, sub.datasets, top=max(per, 20)).to_pylist():
-            words[row["dataset"]].append((row["word"], row["z"]))
-    objects: dict[str, list[tuple[str, float]]] = {}
+        for name, found in distinctive_phrases(sub.captions, sub.labels, sub.datasets, top=max(per, 20),
+                                               min_z=min_z).items():
+            words[name] = [(p.text, z, {"pattern": list(p.pattern), "numbers": list(p.numbers)}) for p, z in found]
+    objects: dict[str, list[tuple[str, float, float]]] = {}
     if "objects" in ctx.results:
         matrix, keys, _ = presence_matrix(ctx, sub.sample_ids, opts.get("object_sources"))
         objects = object_ratios(matrix, keys, sub.labels, sub.datasets, float(opts.get("min_object_share", 0.05)))
-    stats = propose_from_statistics(words, objects, top_k=per, min_z=float(opts.get("min_z", 1.96)),
+        objects = {d: [t for t in items if t[2] > min_z] for d, items in objects.items()}
+    stats = propose_from_statistics(words, objects, top_k=per, min_z=min_z,
                                     min_ratio=float(opts.get("min_ratio", 1.0)))
     proposals = [stats]
     proposers: dict[str, dict[str, Any]] = {
         "statistics": {"status": "done", "hypotheses": len(stats.hypotheses),
-                       "reason": "distinctive words and object presence ratios of the propose images"
+                       "reason": "distinctive caption phrases and object classes (with their WordNet levels) of the "
+                                           "propose images"
                                  + ("" if objects else " (no objects stage result: words only)")}}
     generator, why = make_generator(ctx)
     ledger = None
@@ -438,19 +552,33 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
         ledger = generator.ledger.as_dict() if hasattr(generator, "ledger") else None
     encoder = make_encoder(ctx.plain)
     alpha = float(opts.get("q", 0.05))
+    if not any(p.hypotheses for p in proposals):  # nothing differs on the propose images: a result, not a failure
+        failed = [f for p in proposals for f in p.failures]
+        return {"hypotheses": [], "note": "no proposer found a phrase or class that differs between the datasets "
+                                          "on the propose images, so nothing was tested and there is no finding",
+                "effect_matrix": {"datasets": list(x.datasets), "hypotheses": [], "values": [[] for _ in x.datasets],
+                                  "label": "effect (AUROC - 0.5)"},
+                "similarity": {"kind": None, "n_perm": int(opts.get("n_perm", 1000)), "alpha": alpha, "scored": 0,
+                               "proposed": 0, "after_merging": 0, "seed": ctx.seed},
+                "proposers": proposers, "model": {"name": "similarity encoder", **encoder.identity},
+                "failed": failed, "skipped": [], **({"ledger": ledger} if ledger else {})}
     diff = find_differences(x, proposals, encoder, merge_threshold=float(opts.get("merge_similarity", 0.9)),
                             n_perm=int(opts.get("n_perm", 1000)), seed=ctx.seed, alpha=alpha,
                             top_k=int(opts.get("evidence_images", 6)))
     diff.write(ctx.stage_dir("differences"))
+    shares = finding_shares(ctx, diff)
     hypotheses = []
     for d, name in enumerate(x.datasets):
         for entry in diff.ranked(d)[:per]:
             h = diff.hypotheses[entry["hypothesis"]]
             ev_words, ev_objects = _evidence_lists(h)
+            share_in, share_out, basis = shares[entry["hypothesis"]][d]
             hypotheses.append({"text": entry["text"], "dataset": name, "rank": entry["rank"],
                                "proposer": entry["source"], "proposed_for": entry["proposed_for"],
                                "auroc": entry["auroc"], "effect": entry["effect"], "p": entry["p"], "q": entry["q"],
-                               "significant": entry["significant"],
+                               "significant": entry["significant"], "tested": True, "share_in": share_in,
+                               "share_out": share_out, "share_basis": basis,
+                               "finding": _is_finding(entry, name, share_in, share_out),
                                "evidence": {"images": entry["evidence"]["top_images"], "words": ev_words,
                                             "objects": ev_objects, "merged": [m["text"] for m in h.merged]}})
     m = diff.method
@@ -554,7 +682,7 @@ def themes_stage(ctx: StageContext, make_generator: GeneratorFactory | None = No
     result = describe_themes(captions, generator, encoder=encoder, seed=ctx.seed, **opts)
     full = result.to_json()
     write_json(full, ctx.stage_dir("themes") / "themes.json")
-    themes = {name: [{"title": t.title, "description": t.description, "title_source": t.title_source,
+    themes = {name: [{"title": t.title, "description": t.description, "tested": False, "title_source": t.title_source,
                       "description_source": t.description_source, **({"members": list(t.members),
                                                                         "chunks": list(t.chunks)} if t.members else {})}
                      for t in d.themes] for name, d in result.datasets.items()}
@@ -569,7 +697,10 @@ def themes_stage(ctx: StageContext, make_generator: GeneratorFactory | None = No
     if encoder is not None:
         models.append({"name": "title encoder", **dict(encoder.identity)})
     cache_use = {"encoder": _encode_use(encoder)} if encoder is not None else {}
-    return {"themes": themes, "failed": failed, "skipped": skipped, "ledger": result.ledger, "models": models,
+    return {"themes": themes, "tested": False,
+            "untested_note": "LLM text read from the propose images' captions, not tested on the score images; a "
+                             "finding only when the differences stage tested it",
+            "failed": failed, "skipped": skipped, "ledger": result.ledger, "models": models,
             "cache_use": cache_use,
             "procedure": {"name": procedure, "prompt_version": result.prompt_version, "images": "propose",
                           "settings": {k: v for k, v in result.settings.items() if k != "encoder"}},

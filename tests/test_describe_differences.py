@@ -148,7 +148,7 @@ def test_the_planted_concept_ranks_first_and_is_significant_after_bh(planted_res
     texts = [h.text for h in result.hypotheses]
     assert texts == ["images that contain a red circle", "images that contain a green square",
                      "images that contain a blue star", "images that contain a yellow triangle",
-                     "images that contain an orange cross", "a photo that contains a purple hexagon"]
+                     "images that contain an orange cross", "a purple hexagon"]
     assert result.method["similarity"] == "caption-text" and result.method["scored_per_dataset"] == {
         "A": 36, "B": 36, "C": 35}
     assert result.skipped == [{"sample_id": "C-040", "reason": "no caption"}] and len(result.scored_ids) == 107
@@ -328,15 +328,27 @@ def test_the_llm_proposer_parses_retries_once_and_records_failures():
 
 def test_the_statistics_proposer_turns_words_and_ratios_into_hypotheses():
     out = propose_from_statistics(words={"A": [("circle", 5.0), ("red", 7.5), ("the", 0.3)], "B": [("x", np.nan)]},
-                                  objects={"B": [("golden_retriever", 3.0), ("cat", 0.5), ("tabby", 1.5)]},
+                                  objects={"B": [("golden_retriever", 3.0), ("cat", 0.5), ("tabby", 1.5),
+                                                 ("egyptian_cat", 2.0)]},
                                   top_k=5, min_z=1.96, min_ratio=1.0)
     assert [(h.dataset, h.source, h.text, h.support) for h in out.hypotheses] == [
-        ("A", "words", "a photo with a red", {"word": "red", "z": 7.5}),
-        ("A", "words", "a photo with a circle", {"word": "circle", "z": 5.0}),
-        ("B", "objects", "a photo that contains a golden retriever", {"class": "golden_retriever", "ratio": 3.0}),
-        ("B", "objects", "a photo that contains a tabby", {"class": "tabby", "ratio": 1.5})]
-    assert out.info["considered"] == {"words": 4, "objects": 3}
-    assert len(propose_from_statistics(words={"A": [("a", 9.0), ("b", 8.0)]}, top_k=1).hypotheses) == 1
+        ("A", "words", "red", {"word": "red", "z": 7.5}),
+        ("A", "words", "circle", {"word": "circle", "z": 5.0}),
+        ("B", "objects", "a golden retriever", {"class": "golden_retriever", "ratio": 3.0}),
+        ("B", "objects", "an egyptian cat", {"class": "egyptian_cat", "ratio": 2.0}),
+        ("B", "objects", "a tabby", {"class": "tabby", "ratio": 1.5})]
+    assert out.info["considered"] == {"words": 4, "objects": 4}
+    assert len(propose_from_statistics(words={"A": [("apple", 9.0), ("banana", 8.0)]}, top_k=1).hypotheses) == 1
+    # a bare number or function word is never a hypothesis, however distinctive
+    bare = propose_from_statistics(words={"A": [("seven", 9.0), ("including", 8.0), ("twelve", 7.0), ("the", 6.0)]})
+    assert bare.hypotheses == []
+    # with a z (third element), object classes rank by z, not by ratio
+    by_z = propose_from_statistics(objects={"A": [("animal", 3.0, 9.0), ("piggy_bank", 20.0, 2.5)]})
+    assert [h.text for h in by_z.hypotheses] == ["an animal", "a piggy bank"]
+    assert by_z.hypotheses[0].support == {"class": "animal", "ratio": 3.0, "z": 9.0}
+    # a caption phrase that is a class proposed for the same dataset is left to the class (one trait, its article)
+    both = propose_from_statistics(words={"A": [("animal", 8.0), ("fur", 5.0)]}, objects={"A": [("animal", 3.0, 9.0)]})
+    assert [h.text for h in both.hypotheses] == ["fur", "an animal"]
 
 
 # --- the tiny open_clip model ---------------------------------------------------------------------------------

@@ -226,28 +226,28 @@ def planted_inputs(cache) -> DescribeInputs:
 
 def test_inputs_of_the_planted_data_have_labels_roles_and_ground_truth_captions(planted_inputs, cache):
     x = planted_inputs
-    assert x.datasets == ["yfcc_like", "cc_like", "datacomp_like"] and len(x) == 15
-    assert np.bincount(x.labels).tolist() == [5, 5, 5]
+    assert x.datasets == ["yfcc_like", "cc_like", "datacomp_like"] and len(x) == 18
+    assert np.bincount(x.labels).tolist() == [6, 6, 6]
     assert [int((x.role[x.labels == k] == PROPOSE).sum()) for k in range(3)] == [2, 2, 2]
     assert np.array_equal(x.role, assign_roles(x.labels, 0.4, 0))
-    assert x.records is not None and len(x.records) == 15
+    assert x.records is not None and len(x.records) == 18
     assert x.captions == [short_caption(r) for r in x.records]  # planted_scene: the record, in words
     assert x.missing_captions == [] and x.caption_source["captioner"] == "planted_scene"
-    assert x.caption_source["computed"] == 15
-    assert all(Path(p).exists() for p in x.image_paths) and len(set(x.sample_ids)) == 15
+    assert x.caption_source["computed"] == 18
+    assert all(Path(p).exists() for p in x.image_paths) and len(set(x.sample_ids)) == 18
     again = build_inputs(composed(*TINY, f"cache_dir={cache}", "propose_fraction=0.4"))  # from the store now
     assert again.captions == x.captions and again.caption_source["computed"] == 0
-    assert again.caption_source["reused"] == 15
+    assert again.caption_source["reused"] == 18
     table = x.to_table()
-    assert table.column("role").to_pylist() == x.role.tolist() and table.num_rows == 15
+    assert table.column("role").to_pylist() == x.role.tolist() and table.num_rows == 18
     sub = x.subset(x.mask(SCORE))
-    assert len(sub) == 9 and set(sub.role.tolist()) == {SCORE} and sub.records[0] == x.records[
+    assert len(sub) == 12 and set(sub.role.tolist()) == {SCORE} and sub.records[0] == x.records[
         int(np.flatnonzero(x.role == SCORE)[0])]
 
 
 def test_captions_missing_without_compute_name_the_command(tmp_path):
     cfg = composed(*TINY, f"cache_dir={tmp_path}", "compute_captions=false")
-    with pytest.raises(DataError, match=r"15 of 15 images have no caption.*scripts/transform\.py "
+    with pytest.raises(DataError, match=r"18 of 18 images have no caption.*scripts/transform\.py "
                                         r"transform=caption_short data=planted transform\.captioner=planted_scene"):
         build_inputs(cfg)
 
@@ -285,7 +285,7 @@ def test_run_describe_writes_stage_results_times_and_the_report(cache, tmp_path,
     times = json.loads((out / "stage_times.json").read_text())
     assert {"checks", "inputs", "objects", "report", "total"} <= set(times)
     assert json.loads((out / "inputs.json").read_text())["per_dataset"]["cc_like"] == {
-        "images": 5, "propose": 2, "score": 3, "missing_captions": 0}
+        "images": 6, "propose": 2, "score": 4, "missing_captions": 0}
     page = (out / "report.html").read_text()
     assert summary["report"] == str(out / "report.html") and "too few captions" in page
     assert "Unique classes per image: planted_scene" in page and "<script" not in page

@@ -174,6 +174,9 @@ def test_the_true_concept_ranks_first_and_is_significant_for_each_dataset(run):
         assert in_vocabulary(first["text"], name) and first["significant"] and first["q"] < 0.05, first
         assert first["auroc"] > 0.7 and len(first["evidence"]["images"]) == 6
         assert first["evidence"]["words"] or first["evidence"]["objects"]
+        # the fields the summary reads: counted on the score images, the trait more common in its dataset
+        assert first["tested"] and first["finding"] and first["share_in"] > first["share_out"]
+        assert first["share_basis"] and 0 <= first["share_out"] < first["share_in"] <= 1
     score_ids = {run["inputs"].sample_ids[i] for i in np.flatnonzero(run["inputs"].mask("score"))}
     assert all(set(h["evidence"]["images"]) <= score_ids for h in res["hypotheses"])  # evidence from scored images
     em = res["effect_matrix"]
@@ -246,13 +249,15 @@ def test_themes_reach_the_report_and_failed_steps_are_listed_not_shown(run):
     x, res = run["inputs"], run["results"]["themes"]
     html = (run["out"] / "report.html").read_text()
     section = _section(html, "themes")
-    cards = re.findall(r'<div class="card">(.*?)</div></div>', section)
-    assert len(cards) == 15 and GARBAGE not in "".join(cards)
+    cards = section[:section.index("Failed generations")] if "Failed generations" in section else section
+    n_themes = sum(len(t) for t in res["themes"].values())
+    assert cards.count('<div class="theme-title">') == n_themes and GARBAGE not in cards
     by_step = {(f["dataset"], f["step"]): f for f in res["failed"]}
     full = json.loads((run["out"] / res["files"]["full"]).read_text())
     for k, name in enumerate(x.datasets):
         themes = res["themes"][name]
-        assert len(themes) == 5 and res["per_dataset"][name]["captions"] == int(
+        # five asked; the scripted LLM names one shape per chunk, so a draw with fewer distinct shapes gives four
+        assert len(themes) in (4, 5) and res["per_dataset"][name]["captions"] == int(
             (x.mask("propose") & (x.labels == k)).sum())  # the propose images' captions only
         # most chunks' titles (a caption's most common shape) are shapes the generator favoured for this dataset
         firsts = [titles[0] for titles in full["datasets"][name]["chunk_titles"] if titles]

@@ -174,7 +174,8 @@ class Caption(ImageModelTransform):
         if self.ground_truth and other:
             raise ConfigError(f"transform ({self.name}).captioner: planted_scene writes the planted generator's "
                               f"ground truth and captions only planted data (data=planted*), but {other} are not "
-                              "planted; use captioner=model for other images")
+                              "planted; for other images use transform.captioner=model (scripts/transform.py, classify.py) or, in "
+                              "describe, captions.captioner=tags (offline) or captions.captioner=model")
 
     def check_ready(self, cache_root: str | os.PathLike = "cache") -> None:
         """The model's folder (or say what to download), the processor's, and bitsandbytes when quantizing."""
