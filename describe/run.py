@@ -242,7 +242,10 @@ def side_output_stores(plain: Mapping[str, Any]) -> dict[str, Any]:
             store = output_store(side_output_transform(name), plain["cache_dir"], data.get("resize_shorter"))
         except MissingModelError as error:
             if mode == "required":
-                raise DataError(f"side_outputs.{name}=required but its model is not here: {error}") from error
+                raise DataError(f"side_outputs.{name}=required but its model is not here ({error}); with the model "
+                                f"on disk, compute the store with python scripts/transform.py transform={name} "
+                                f"data={data['name']} (plus the data overrides of this run), or set "
+                                f"side_outputs.{name}=auto") from error
             continue
         if (store.folder / "manifest.json").exists():
             found[name] = store

@@ -87,7 +87,7 @@ def test_captioner_choices_and_the_planted_default():
 
 def _hints(message: str) -> list[str]:
     """The `key=value` command-line overrides a message suggests."""
-    return re.findall(r"(?<![\w.])([+~]?[a-z_]+(?:\.[a-z_]+)+=[^\s,;)]+)", message)
+    return re.findall(r"(?<![\w.])([+~]?[a-z_]+(?:\.[a-z_]+)+=[^\s,;)`]+)", message)
 
 
 def test_every_hint_of_the_captioner_errors_is_an_override_that_works(folders, tmp_path):
@@ -116,17 +116,20 @@ def test_the_missing_model_hint_for_a_local_folder_composes_and_resolves(tmp_pat
     assert weight_source(transform_cfg.transform.weights).resolve(tmp_path) == folder
 
 
-def test_the_caption_transform_hint_works_for_scripts_transform():
+def test_the_caption_transform_hint_works_for_scripts_transform(tmp_path):
     from bias.data.sources import resolve_sources
     from describe.inputs import caption_transform
 
     planted_only = caption_transform({"name": "caption_short", "captioner": "planted_scene"})
-    cfg = composed("data=folders", "data.paths={a: /tmp, b: /tmp}", "transform=caption_short", name="transform")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    paths = f"data.paths={{a: {tmp_path / 'a'}, b: {tmp_path / 'b'}}}"
+    cfg = composed("data=folders", paths, "transform=caption_short", name="transform")
     with pytest.raises(ConfigError) as err:
         planted_only.check_sources(resolve_sources(dict(cfg.data)))
     hint = next(h for h in _hints(str(err.value)) if h.startswith("transform."))
     assert hint == "transform.captioner=model"
-    fixed = composed("data=folders", "data.paths={a: /tmp, b: /tmp}", "transform=caption_short", hint, name="transform")
+    fixed = composed("data=folders", paths, "transform=caption_short", hint, name="transform")
     assert fixed.transform.captioner == "model"
 
 
