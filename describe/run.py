@@ -13,7 +13,8 @@
    `BiasError` (its data or settings do not allow the analysis) is recorded as failed with the message and
    the run goes on. Any other exception is a bug and stops the run.
 4. Write `runs/<data>/describe/` (or `out`): `inputs.parquet`, `inputs.json`, `<stage>.json` (+ parquet),
-   `stages.json` (status of every stage), `stage_times.json` (wall seconds per step) and `report.html`.
+   `stages.json` (status of every stage), `stage_times.json` (wall seconds per step), `report.html` and
+   `summary.json` (the report's summary as data; its schema is in `describe.report`'s docstring).
    No timestamps in paths; a rerun overwrites (every costly model call is cached by content under
    `cache_dir`, so a rerun costs little). Only the main process writes; under a launcher the other
    processes share the caption computing, then wait.
@@ -323,7 +324,7 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     from bias.core.io import write_json, write_parquet_atomic
     from bias.data.sources import resolve_sources
     from describe.inputs import build_inputs, caption_transform
-    from describe.report import collect_report, write_report
+    from describe.report import collect_report, write_report, write_summary
 
     stages = dict(stages if stages is not None else STAGES)
     times: dict[str, float] = {}
@@ -360,6 +361,7 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     mark = time.perf_counter()
     report = collect_report(plain, inputs, results, status, times, out_dir, sorted(side))
     path = write_report(report, out_dir / "report.html")
+    write_summary(report, out_dir / "summary.json")
     times["report"] = round(time.perf_counter() - mark, 3)
     times["total"] = round(time.perf_counter() - start, 3)
     write_json(times, out_dir / "stage_times.json")

@@ -456,7 +456,8 @@ def differences_stage(ctx: StageContext, make_generator: GeneratorFactory | None
             ev_words, ev_objects = _evidence_lists(h)
             hypotheses.append({"text": entry["text"], "dataset": name, "rank": entry["rank"],
                                "proposer": entry["source"], "proposed_for": entry["proposed_for"],
-                               "auroc": entry["auroc"], "effect": entry["effect"], "p": entry["p"], "q": entry["q"],
+                               "auroc": entry["auroc"], "effect": entry["effect"], "share_in": entry["share_in"],
+                               "share_out": entry["share_out"], "p": entry["p"], "q": entry["q"],
                                "significant": entry["significant"],
                                "evidence": {"images": entry["evidence"]["top_images"], "words": ev_words,
                                             "objects": ev_objects, "merged": [m["text"] for m in h.merged]}})
