@@ -4,6 +4,8 @@
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
    `MissingModelError` before any work) and the side outputs marked `required` (a `DataError` naming the
    command that computes them).
+   With ``classify=true`` the reference classification of the same data (`describe.reference`) is checked
+   too, then run first (a finished run is reused), so the explained share has an image accuracy.
 2. Build the table every analysis reads (`describe.inputs.build_inputs`): the split's images, captions
    (computed through the runner if missing), planted records, the propose/score roles.
 3. Run the configured stages in order, each a function of a `StageContext` registered in `STAGES`
@@ -103,6 +105,8 @@ class DescribeConfig:
     num_workers: int | None = _c(None, min=0)
     print_config: bool = False
     compute_captions: bool = True
+    classify: bool = False
+    classify_overrides: list[str] = _c([])
     images_per_dataset: int | None = _c(None, gt=0)
     propose_fraction: float = _c(0.5, gt=0, lt=1)
     stages: list[Literal["objects", "language", "themes", "differences", "explained"]] = _c(list(STAGE_ORDER))
@@ -336,7 +340,19 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     captions.check_sources(resolve_sources(plain["data"]))
     check_stages(plain, stages)                # missing models fail here, before any work
     side = side_output_stores(plain)           # required side outputs too
+    reference = None
+    if plain.get("classify"):                  # the reference classification's config, data and model too
+        from describe.reference import check_reference, reference_config
+
+        reference = reference_config(cfg)
+        reference_transform = check_reference(reference)
     times["checks"] = round(time.perf_counter() - start, 3)
+    if reference is not None:                  # classify=true: the image accuracy of the explained share, first
+        from describe.reference import run_reference
+
+        mark = time.perf_counter()
+        run_reference(reference, reference_transform)
+        times["classify"] = round(time.perf_counter() - mark, 3)
 
     state = partial_state()
     out_dir = describe_dir(cfg)
