@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from describe.reference import reference_config
 from describe.report import check_summary, comparable_data, find_classify_runs
 from describe.run import run_describe
+from tests.test_describe_report import TINY, composed
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-TINY = ["data.per_dataset=3", "data.val_per_dataset=2", "data.generator.n_per_dataset=6", "data.generator.size=32",
-        "num_workers=0"]
 FAST = "classify_overrides=['recipe.epochs=1','baselines.enabled=false']"
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="describe", overrides=list(overrides))
 
 
 def test_the_reference_config_has_the_same_data_and_lands_under_runs_root(tmp_path):
