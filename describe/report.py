@@ -784,7 +784,8 @@ def section_differences(b: Builder) -> list[dict[str, Any]]:
     sig = [r for r in rows if r["significant"]]
     out = [para(f"Every hypothesis below was tested: {len(hyps)} scored, {len(sig)} significant. The summary shows "
                 "each dataset's strongest significant traits with their evidence.", "note")]
-    out.append(table(sig) if sig else missing("No hypothesis tested significant."))
+    out += [heading("Ranked hypotheses (significant)"),
+            table(sig) if sig else missing("No hypothesis tested significant.")]
     out.append(details(f"All {len(rows)} tested hypotheses, with their evidence", [table(rows), *[
         {"kind": "card", "title": f"{h.get('dataset')}: {h.get('text')}",
          "mark": "significant" if h.get("significant") else "n.s.", "mark_cls": "sig" if h.get("significant") else "ns",
@@ -891,7 +892,13 @@ def section_models(b: Builder) -> list[dict[str, Any]]:
                                                                "model"})
             if rest:
                 out += [heading(f"Other results: {name}"), *generic(rest, 1)]
-    out += [heading("Skipped and failed items (failed LLM calls included)"), *_skipped(b)]
+    for name, res in (b.r.get("stages") or {}).items():
+        failed = res.get("failed") if isinstance(res, Mapping) else None
+        if failed:
+            rows = [f if isinstance(f, Mapping) else {"reason": f} for f in failed]
+            out += [heading(f"Failed generations and steps: {name} ({len(rows)}; never shown as content)"),
+                    table(rows)]
+    out += [heading("Skipped items"), *_skipped(b)]
     return out
 
 
@@ -904,7 +911,7 @@ def _skipped(b: Builder) -> list[dict[str, Any]]:
         rows.append({"where": "data", "item": f.get("path"), "reason": f.get("reason")})
     for name, res in (b.r.get("stages") or {}).items():
         if isinstance(res, Mapping):
-            for key in ("failed", "skipped"):
+            for key in ("skipped",):
                 for f in res.get(key) or []:
                     item = f if isinstance(f, Mapping) else {"reason": f}
                     rows.append({"where": f"{name} ({key})", "item": item.get("item") or item.get("sample_id") or
