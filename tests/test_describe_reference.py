@@ -46,3 +46,24 @@ def test_classify_true_runs_the_reference_first_and_the_report_uses_it(tmp_path)
     assert "classify" not in other["times"]
     result = json.loads((tmp_path / "other" / "summary.json").read_text())
     assert result["explained"]["command"] == "python scripts/classify.py data=planted transform=reference"
+
+
+def test_the_suggested_command_carries_the_data_overrides_of_the_command_line():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from describe.report import classify_command, data_overrides
+    from tests.test_describe_report import CONFIG_DIR
+
+    assert data_overrides() == []  # outside a Hydra app
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="describe", return_hydra_config=True,
+                      overrides=["data=folders", "data.paths={a: /x/a b, b: /y}", "seed=3", "+data.extra=1"])
+    HydraConfig.instance().set_config(cfg)
+    try:
+        found = data_overrides()
+    finally:
+        HydraConfig.instance().cfg = None
+    assert found == ["data=folders", "data.paths={a: /x/a b, b: /y}", "+data.extra=1"]
+    assert classify_command({"name": "folders"}, found) == \
+        "python scripts/classify.py data=folders 'data.paths={a: /x/a b, b: /y}' +data.extra=1 transform=reference"
