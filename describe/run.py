@@ -4,6 +4,8 @@
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
    `MissingModelError` before any work) and the side outputs marked `required` (a `DataError` naming the
    command that computes them).
+   With ``classify=true`` the reference classification of the same data (`describe.reference`) is checked
+   too, then run first (a finished run is reused), so the explained share has an image accuracy.
 2. Build the table every analysis reads (`describe.inputs.build_inputs`): every usable image of each dataset,
    a seeded sample of at most `images_per_dataset` each (recorded as ``sample``), captions only when a
    configured stage reads them (by the captioner `describe.inputs.resolve_captioner` picks: planted ground
@@ -16,7 +18,8 @@
    `BiasError` (its data or settings do not allow the analysis) is recorded as failed with the message and
    the run goes on. Any other exception is a bug and stops the run.
 4. Write `runs/<data>/describe/` (or `out`): `inputs.parquet`, `inputs.json`, `<stage>.json` (+ parquet),
-   `stages.json` (status of every stage), `stage_times.json` (wall seconds per step) and `report.html`.
+   `stages.json` (status of every stage), `stage_times.json` (wall seconds per step), `report.html` and
+   `summary.json` (the report's summary as data; its schema is in `describe.report`'s docstring).
    No timestamps in paths; a rerun overwrites (every costly model call is cached by content under
    `cache_dir`, so a rerun costs little). Only the main process writes; under a launcher the other
    processes share the caption computing, then wait.
@@ -105,6 +108,8 @@ class DescribeConfig:
     num_workers: int | None = _c(None, min=0)
     print_config: bool = False
     compute_captions: bool = True
+    classify: bool = False
+    classify_overrides: list[str] = _c([])
     images_per_dataset: int | None = _c(None, gt=0)
     propose_fraction: float = _c(0.5, gt=0, lt=1)
     stages: list[Literal["objects", "language", "themes", "differences", "explained"]] = _c(list(STAGE_ORDER))
@@ -327,7 +332,7 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     from bias.core.io import write_json, write_parquet_atomic
     from bias.data.sources import resolve_sources
     from describe.inputs import build_inputs, caption_transform, needs_captions, resolve_captioner
-    from describe.report import collect_report, write_report
+    from describe.report import collect_report, write_report, write_summary
     from describe.stages import check_objects
 
     stages = dict(stages if stages is not None else STAGES)
@@ -346,7 +351,19 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
             check_objects({**plain, "objects": {"sources": ["imagenet"]}})  # the tags captioner's classifier
     check_stages(plain, stages)                # missing models fail here, before any work
     side = side_output_stores(plain)           # required side outputs too
+    reference = None
+    if plain.get("classify"):                  # the reference classification's config, data and model too
+        from describe.reference import check_reference, reference_config
+
+        reference = reference_config(cfg)
+        reference_transform = check_reference(reference)
     times["checks"] = round(time.perf_counter() - start, 3)
+    if reference is not None:                  # classify=true: the image accuracy of the explained share, first
+        from describe.reference import run_reference
+
+        mark = time.perf_counter()
+        run_reference(reference, reference_transform)
+        times["classify"] = round(time.perf_counter() - mark, 3)
 
     state = partial_state()
     out_dir = describe_dir(cfg)
@@ -371,6 +388,7 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     mark = time.perf_counter()
     report = collect_report(plain, inputs, results, status, times, out_dir, sorted(side))
     path = write_report(report, out_dir / "report.html")
+    write_summary(report, out_dir / "summary.json")
     times["report"] = round(time.perf_counter() - mark, 3)
     times["total"] = round(time.perf_counter() - start, 3)
     write_json(times, out_dir / "stage_times.json")

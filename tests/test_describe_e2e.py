@@ -112,7 +112,7 @@ def test_a_real_run_fills_every_section_or_says_why(real):
         assert len(text) > 20, sid
         for reason in re.findall(r'<p class="missing">(.*?)</p>', body):
             assert len(reason) > 15, (sid, reason)
-        assert "Stage &#x27;" not in body, (sid, body[:300])  # no stage section left without its result
+        assert esc("Stage '") not in body, (sid, body[:300])  # no stage section left without its result
     # no classify run on this data: the bias table and confusion sections say so instead of showing numbers
     assert "No bias table:" in _section(page, "bias-table") and "No confusion matrices:" in _section(page, "confusion")
     # the packaged models, named by their digests

@@ -16,7 +16,18 @@ from PIL import Image
 from bias.core.errors import DataError, MissingModelError
 from bias.data.planted_scene import short_caption
 from describe.inputs import PROPOSE, SCORE, DescribeInputs, assign_roles, build_inputs, subsample
-from describe.report import SECTIONS, build_report, find_bias_table, find_classify_runs, write_report
+from describe.report import (
+    SECTIONS,
+    build_report,
+    check_summary,
+    classify_command,
+    esc,
+    find_bias_table,
+    find_classify_runs,
+    summarize,
+    write_report,
+    write_summary,
+)
 from describe.run import STAGE_ORDER, Stage, run_describe, validate_describe_config
 from tests.helpers import browser
 
@@ -67,7 +78,7 @@ def constructed(tmp_path_factory) -> dict[str, Any]:
                    "model": {"name": "SmolLM2-135M-Instruct", "revision": "gguf-q4_1"}},
         "differences": {"hypotheses": [
             {"text": "contains circles", "dataset": "reds", "proposer": "llm", "auroc": 0.91, "p": 0.001,
-             "q": 0.002, "significant": True,
+             "q": 0.002, "significant": True, "share_in": 0.62, "share_out": 0.09,
              "evidence": {"images": ["reds/0.png", "reds/1.png"], "words": [{"word": "circle", "z": 4.2}],
                           "objects": [{"class": "circle", "ratio": 4.5}]}},
             {"text": "has a star", "dataset": "blues", "proposer": "words", "auroc": 0.55, "p": 0.4, "q": 0.4,
@@ -104,25 +115,34 @@ def test_report_has_every_section_images_inline_and_all_text_escaped(constructed
     page = build_report(constructed["full"])
     for sid, heading in SECTIONS:
         assert re.search(rf'<section id="{sid}"><h2>{re.escape(heading)}</h2>', page), sid
-    assert [h for _, h in SECTIONS][1:] == ["Bias table", "Confusion matrices and examples", "Object statistics",
-                                            "Topics and words", "LLM themes", "Ranked differences", "Explained share",
-                                            "Models and versions"]
+    assert [h for _, h in SECTIONS] == ["Summary", "Data and captions", "Explained share", "Ranked differences",
+                                        "Object statistics", "Topics and words", "Bias table",
+                                        "Confusion matrices and examples", "Appendix A: untested LLM text",
+                                        "Appendix B: diagnostics"]
     sources = _img_sources(page)
-    # class shares, box plot, word cloud, effect matrix, explained bars, confusion matrix; thumbnails: 3 evidence
-    # images (the 4th is unreadable) + 2 confusion examples
-    assert len(sources) == 6 + 5
+    # class shares, box plot, word cloud, effect matrix, explained bars, confusion matrix; thumbnails: 2 in the
+    # summary, 3 evidence images in the differences (the 4th is unreadable) + 2 confusion examples
+    assert len(sources) == 6 + 7
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert base64.b64encode(Path(constructed["cloud"]).read_bytes()).decode() in page  # the stage's own file
     assert not re.search(r"(src|href)=\"(https?:)?//", page) and "http://" not in page and "https://" not in page
     assert "<script" not in page.lower()
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;quotes&#34;" in page and EVIL not in page
     # what could not be shown or used is listed, not dropped
     assert "missing/none.png" in page and "image not readable" in page
     assert "unparseable after one retry" in page and "captioning failed" in page
     assert "prompt_tokens" in page and "1200" in page and "SmolLM2-135M-Instruct" in page
     assert page.index("contains circles") < page.index("has a star")  # significant first
+    # the summary comes first and reads: trait, AUROC, shares, q, proposer; diagnostics are collapsed
+    summary = page.split('<section id="summary">', 1)[1].split("</section>", 1)[0]
+    assert "contains circles</span> <span class=\"effect\">AUROC 0.91, 62% vs 9% of images" in summary
+    assert "q 0.002, proposed by llm" in summary and "has a star" not in summary
+    assert "No trait of blues tested significant" in summary
+    assert "the descriptions account for 30 of the 40 points" in summary
+    assert re.search(r'<section id="models"><h2>[^<]*</h2><details><summary>', page)
+    assert page.index('<section id="summary">') < page.index('<section id="data">')
 
 
 def test_sections_without_data_say_what_is_missing_and_why(constructed):
@@ -154,7 +174,7 @@ def test_the_report_renders_in_headless_chromium_without_errors(constructed, tmp
     dom = browser.dom(page, tmp_path / "profile2")
     for sid, heading in SECTIONS:
         assert re.search(rf'<section id="{sid}"><h2>{re.escape(heading)}</h2>', dom), sid
-    assert "<script" not in dom.lower() and len(_img_sources(dom)) == 11
+    assert "<script" not in dom.lower() and len(_img_sources(dom)) == 13
     # the checks can fail: a blank page with a throwing script is caught on both counts
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body style='background:#fff'><script>noSuchFunction();</script></body></html>")
@@ -289,6 +309,11 @@ def test_run_describe_writes_stage_results_times_and_the_report(cache, tmp_path,
     page = (out / "report.html").read_text()
     assert summary["report"] == str(out / "report.html") and "too few captions" in page
     assert "Unique classes per image: planted_scene" in page and "<script" not in page
+    summary_json = json.loads((out / "summary.json").read_text())
+    check_summary(summary_json)
+    assert summary_json["captioner"]["name"] == "planted_scene" and summary_json["explained"]["status"] == "not run"
+    assert summary_json["explained"]["command"] == "python scripts/classify.py data=planted transform=reference"
+    assert {n: d["n_images"] for n, d in summary_json["datasets"].items()} == dict.fromkeys(x.datasets, 5)
 
 
 def test_missing_models_and_side_outputs_fail_before_any_work(tmp_path):
@@ -304,3 +329,118 @@ def test_missing_models_and_side_outputs_fail_before_any_work(tmp_path):
         run_describe(composed(*TINY, f"cache_dir={cache}", f"out={out}", "side_outputs.object_det=required"),
                      {n: Stage(n) for n in STAGE_ORDER})
     assert not cache.exists() and not out.exists()  # nothing rendered, indexed or written
+
+
+# --- the summary (summary.json) and escaping -------------------------------------------------------------
+
+def _hyp(text: str, dataset: str, auroc: float, q: float, proposer: str = "words", **extra: Any) -> dict[str, Any]:
+    return {"text": text, "dataset": dataset, "proposer": proposer, "auroc": auroc, "q": q, "p": q,
+            "significant": q < 0.05, "evidence": {"images": [f"{dataset}/{i}.png" for i in range(6)]}, **extra}
+
+
+def test_a_hand_made_differences_result_gives_the_exact_summary():
+    hyps = [_hyp("a photo with a circle", "reds", 0.80, 0.01, share_in=0.62, share_out=0.09),
+            _hyp("images that contain red circles", "reds", 0.93, 0.002, "llm", share_in=0.9, share_out=0.2),
+            _hyp("a photo with a star", "reds", 0.70, 0.2),            # not significant
+            _hyp("a photo with a square", "reds", 0.30, 0.001),        # significant, but rarer in reds
+            _hyp("a photo that contains a star", "blues", 0.75, 0.03, "objects", share_in=0.5, share_out=0.1,
+                 evidence={"images": ["blues/9.png"], "merged": ["a photo with a star", "a photo that contains a star"]})]
+    report = {"title": "T", "inputs": {"datasets": ["reds", "blues"], "n_images": 20,
+                                       "per_dataset": {"reds": {"images": 10, "propose": 5, "score": 5},
+                                                       "blues": {"images": 10, "propose": 5, "score": 5}},
+                                       "caption_source": {"transform": "caption_short"}},
+              "stages": {"differences": {"hypotheses": hyps, "similarity": {"alpha": 0.05}}},
+              "status": {"explained": {"status": "skipped", "reason": "not in the configured stages"}},
+              "classify_runs": [], "classify_command": "python scripts/classify.py data=x transform=reference",
+              "bias_table": {"rows": [{"label": "reference", "per_dataset": {"reds": 0.9, "blues": 0.7}},
+                                      {"label": "canny"}]}}
+    summary = summarize(report)
+    check_summary(summary)
+    assert summary == {
+        "schema": "describe.summary/1", "title": "T", "alpha": 0.05,
+        "captioner": {"name": "unknown", "transform": "caption_short", "model": None,
+                      "about": "not recorded, so what the words can name is unknown"},
+        "sample": {"n_images": 20, "per_dataset": {"reds": {"images": 10, "propose": 5, "score": 5},
+                                                   "blues": {"images": 10, "propose": 5, "score": 5}}},
+        "datasets": {
+            "reds": {"n_images": 10, "n_scored": 5, "none_reason": None,
+                     "bias_table": [{"label": "reference", "recall": 0.9}],
+                     "findings": [  # by AUROC; "circle" folded into "red circles" (its content words are inside)
+                         {"text": "red circles", "hypothesis": "images that contain red circles", "auroc": 0.93,
+                          "share_in": 0.9, "share_out": 0.2, "q": 0.002, "proposer": "llm",
+                          "evidence": ["reds/0.png", "reds/1.png", "reds/2.png", "reds/3.png"],
+                          "merged": ["a circle"]}]},
+            "blues": {"n_images": 10, "n_scored": 5, "none_reason": None,
+                      "bias_table": [{"label": "reference", "recall": 0.7}],
+                      "findings": [{"text": "a star", "hypothesis": "a photo that contains a star", "auroc": 0.75,
+                                    "share_in": 0.5, "share_out": 0.1, "q": 0.03, "proposer": "objects",
+                                    "evidence": ["blues/9.png"], "merged": []}]}},
+        "explained": {"status": "not run", "share": None, "objects_share": None, "image_accuracy": None,
+                      "sentence": "The explained-share stage did not run (skipped: not in the configured stages).",
+                      "command": "python scripts/classify.py data=x transform=reference"}}
+    page = build_report(report)
+    assert "python scripts/classify.py data=x transform=reference" in page and "classify=true" in page
+    assert "reference recognises 90% of its val images" in page
+    broken = json.loads(json.dumps(summary))
+    broken["datasets"]["reds"]["findings"].append({**broken["datasets"]["reds"]["findings"][0], "q": 0.5})
+    with pytest.raises(ValueError, match=r"datasets\.reds\.findings\[1\] is not significant"):
+        check_summary(broken)
+    del broken["explained"]["command"]
+    with pytest.raises(ValueError, match=r"explained\.command is missing"):
+        check_summary(broken)
+
+
+def test_at_most_seven_findings_and_the_explained_share_when_a_classify_run_exists(tmp_path):
+    hyps = [_hyp(f"a photo with a thing{i}", "a", 0.6 + 0.01 * i, 0.01) for i in range(10)]
+    explained = {"sentence": "the descriptions account for 18.0 of the 25.0 points above chance (72%)",
+                 "image_accuracy": 0.9, "chance": 0.5, "hypotheses": {"accuracy": 0.8, "share": 0.72}}
+    report = {"inputs": {"datasets": ["a", "b"]}, "stages": {"differences": {"hypotheses": hyps},
+                                                              "explained": explained},
+              "classify_runs": [{"accuracy": 0.9}], "classify_command": "never shown"}
+    summary = write_summary(report, tmp_path / "summary.json")
+    data = json.loads(summary.read_text())
+    check_summary(data)
+    assert [f["text"] for f in data["datasets"]["a"]["findings"]] == [f"a thing{i}" for i in range(9, 2, -1)]
+    assert data["datasets"]["b"]["findings"] == [] and "No trait of b tested significant" in \
+        data["datasets"]["b"]["none_reason"]
+    assert data["explained"] == {"status": "done", "sentence": explained["sentence"], "share": 0.72,
+                                 "objects_share": None, "image_accuracy": 0.9, "command": None}
+    assert "never shown" not in build_report(report)
+
+
+def test_a_file_name_with_html_is_escaped_in_the_page_and_the_browser(tmp_path):
+    evil = '"><img src=x onerror=alert(1)>.png'
+    path = Path(_png(tmp_path / "images" / evil, (10, 200, 10)))
+    title = "<b>bold</b> & <i>x</i>"
+    report = {"title": title, "base_dir": str(tmp_path), "images": {evil: str(path)},
+              "inputs": {"datasets": ["d<1>", "e"], "per_dataset": {"d<1>": {"images": 1, "score": 1}}},
+              "stages": {"differences": {"hypotheses": [
+                  _hyp(f"images that contain {evil}", "d<1>", 0.9, 0.01, evidence={"images": [evil, "nowhere/" + evil]})]},
+                  "themes": {"themes": {"d<1>": [{"title": evil, "description": "<script>alert(2)</script>"}]}}},
+              "classify_runs": [], "classify_command": classify_command({"name": "x"}, ["data.paths={a: <x>}"])}
+    page = build_report(report)
+    assert "<img src=x" not in page and "onerror=alert(1)>" not in page and "<b>bold" not in page
+    assert "<script" not in page.lower() and "d<1>" not in page
+    assert esc(evil) in page and esc(title) in page and esc("'data.paths={a: <x>}'") in page
+    out = tmp_path / "report.html"
+    write_report(report, out)
+    dom = browser.dom(out, tmp_path / "profile")
+    # the real evidence thumbnail (summary and differences) are the only images; the name is only an alt text
+    imgs = _elements(dom, "img")
+    assert len(imgs) == 2 and all(set(a) == {"class", "alt", "src"} and a["alt"] == evil for a in imgs)
+    assert not _elements(dom, "i") and not _elements(dom, "script") and "<b>bold" not in dom  # the title is text
+
+
+def _elements(page: str, tag: str) -> list[dict[str, str | None]]:
+    """The attributes of every `tag` element of a page, as an HTML parser reads them."""
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, name, attrs):
+            if name == tag:
+                found.append(dict(attrs))
+
+    Parser().feed(page)
+    return found

@@ -211,7 +211,7 @@ def test_the_report_shows_every_stage_with_data(run):
                  "Ranked hypotheses", "Effect matrix", "No image-classifier accuracy"):
         assert text in page, text
     for stage in ("objects", "language", "differences", "explained"):
-        assert f"Stage &#x27;{stage}&#x27;" not in page and f"Stage '{stage}'" not in page
+        assert esc(f"Stage '{stage}'") not in page and f"Stage '{stage}'" not in page
 
 
 class StandIn:
@@ -274,7 +274,8 @@ def test_themes_reach_the_report_and_failed_steps_are_listed_not_shown(run):
                 assert t["description"] == f"Images with {t['title'].lower()} among other shapes."
     assert any(t["title"] == "Circles" for ts in res["themes"].values() for t in ts)
     assert any(t["title_source"] == "chosen" for ts in res["themes"].values() for t in ts)
-    failed = section[section.index("Failed generations"):]
+    models = _section(html, "models")  # failed steps are diagnostics (appendix B), never theme cards
+    failed = models[models.index("Failed generations and steps: themes"):]
     assert all(esc(step) in failed for _, step in by_step) and GARBAGE in failed
     assert res["ledger"]["calls"] == len(SHAPE_LLM.stages) and set(res["ledger"]["stages"]) == set(SHAPE_LLM.stages)
     assert "themes.title" in _section(html, "models")
