@@ -50,7 +50,8 @@ summary.json (`SUMMARY_SCHEMA`, validated by `check_summary`)
 ``alpha``        the Benjamini-Hochberg level a trait's q-value is below
 ``captioner``    {``name``: the captioner that wrote the captions ("unknown" when not recorded), ``transform``,
                  ``model`` (its identity or null), ``about``: what follows from it for the traits}
-``sample``       {``n_images``, ``per_dataset``: {name: {``images``, ``propose``, ``score``}}}
+``sample``       {``n_images``, ``per_dataset``: {name: {``images``, ``propose``, ``score``}}, ``rule``: how the
+                 images were drawn ("" if not recorded), ``available``: {name: usable images there were}}
 ``datasets``     {name: {``n_images``, ``n_scored``, ``findings``: [...], ``none_reason`` (why there is no
                  finding, or null), ``bias_table``: [{``label``, ``recall``}] (this dataset's row of the bias table:
                  the share of its val images each transform's classifier recognises; empty without a table)}}

