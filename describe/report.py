@@ -422,7 +422,8 @@ def captioner_of(inputs: Mapping[str, Any]) -> dict[str, Any]:
     src = inputs.get("caption_source") if isinstance(inputs.get("caption_source"), Mapping) else {}
     name = str(src.get("captioner") or "unknown")
     about = src.get("about") or src.get("implication") or src.get("note") or CAPTIONER_ABOUT.get(name, "")
-    return {"name": name, "transform": src.get("transform"), "model": src.get("model"), "about": str(about)}
+    return {"name": name, "transform": src.get("transform"), "model": src.get("model"),
+            "about": str(about).strip().rstrip(".")}  # the page and summary end the sentence
 
 
 def explained_summary(report: Mapping[str, Any]) -> dict[str, Any]:
