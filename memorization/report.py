@@ -151,6 +151,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    """Lay out, write (110 dpi) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def plot_min_l2_histograms(values: Mapping[str, np.ndarray], labels: Mapping[str, str], path: Path,
                            bins: int = 15, title: str = "") -> None:
     """Min-L2-to-training histograms, % of models per bin, shared bins (log-spaced when values span > 100x)."""
@@ -173,9 +180,7 @@ def plot_min_l2_histograms(values: Mapping[str, np.ndarray], labels: Mapping[str
     ax.set_ylabel("% of models")
     ax.set_title(title or "weight-space novelty")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_quality_vs_closeness(xs: Mapping[str, np.ndarray], ys: Mapping[str, np.ndarray], labels: Mapping[str, str],
@@ -191,9 +196,7 @@ def plot_quality_vs_closeness(xs: Mapping[str, np.ndarray], ys: Mapping[str, np.
         ax.invert_yaxis()
     ax.set_title(title)
     ax.legend(fontsize=7, markerscale=1.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_fronts(fronts: Mapping[str, Sequence[Sequence[float]]], labels: Mapping[str, str], path: Path,
@@ -213,9 +216,7 @@ def plot_fronts(fronts: Mapping[str, Sequence[Sequence[float]]], labels: Mapping
     ax.set_ylabel("test accuracy %")
     ax.set_title(title or "accuracy-novelty fronts")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_heatmap(rows: np.ndarray, row_labels: Sequence[str], indices: np.ndarray, path: Path, title: str = "") -> None:
@@ -229,9 +230,7 @@ def plot_heatmap(rows: np.ndarray, row_labels: Sequence[str], indices: np.ndarra
     ax.set_xticks([])
     ax.set_title(title or "generated model vs its nearest training models")
     fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def decision_maps(zoo, params: torch.Tensor, grid: int, device: Any = None) -> dict[str, Any]:
@@ -286,9 +285,7 @@ def plot_decision_boundaries(maps: Mapping[str, Any], titles: Sequence[str], pat
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("PC 1 of the test inputs")
         ax.set_ylabel("PC 2")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_tsne(params: Mapping[str, np.ndarray], labels: Mapping[str, str], path: Path, seed: int,
@@ -309,9 +306,7 @@ def plot_tsne(params: Mapping[str, np.ndarray], labels: Mapping[str, str], path:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=7, markerscale=1.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_shape_pairs(generated: Sequence[np.ndarray | None], nearest: Sequence[np.ndarray], titles: Sequence[str],
@@ -335,9 +330,7 @@ def plot_shape_pairs(generated: Sequence[np.ndarray | None], nearest: Sequence[n
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
         axes[0, j].set_title(titles[j], fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
