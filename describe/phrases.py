@@ -36,7 +36,8 @@ another also lot lots something thing things""".split())
 NUMBER = "<number>"
 MAX_N = 3
 MAX_LISTED = 4
-_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)*|[^a-z\s]")
+#: a word (hyphenated compounds and apostrophes kept whole: "even-toed", "ping-pong", "dog's") or one other sign
+_TOKEN = re.compile(r"[a-z]+(?:['-][a-z]+)*|[^a-z\s]")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,14 @@ def test_captions_are_cut_at_function_words_and_bare_numbers_are_never_candidate
     assert is_content("white background") and is_content("seven shapes")
 
 
+def test_hyphenated_words_stay_whole():
+    """WordNet names such as "even-toed ungulate" are one trait, never the fragment "toed ungulate"."""
+    assert runs("a llama (a kind of even-toed ungulate, mammal), a ping-pong ball") == [
+        ["llama"], ["even-toed", "ungulate"], ["mammal"], ["ping-pong", "ball"]]
+    texts = {p.text for p in caption_phrases(["an even-toed ungulate"])[0]}
+    assert "even-toed ungulate" in texts and "toed ungulate" not in texts
+
+
 def test_numbers_group_into_one_trait():
     assert number_group([7, 8, 11]) == "seven/eight/eleven" and number_group([5, 6, 7, 9, 12]) == "five to twelve"
     captions = ["Seven shapes on a cluttered background.", "Eight shapes on a cluttered background.",
