@@ -28,7 +28,6 @@ the file list with sha256s. The same packages and seed give the same files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -38,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.real_sets import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "16.0.0"
@@ -76,14 +78,6 @@ SETS = {
 }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def package(vendor: str, downloads: Path) -> Path:
     """The unpacked emoji-datasource-<vendor> package (npm pack into downloads, once)."""
     tgz = downloads / f"emoji-datasource-{vendor}-{VERSION}.tgz"
@@ -115,7 +109,7 @@ def build(spec: SetSpec, out: Path, downloads: Path, per_dataset: int, seed: int
     if target.exists():
         shutil.rmtree(target)
     record = {"set": spec.name, "seed": seed, "per_dataset": per_dataset,
-              "packages": {f"emoji-datasource-{v}": {"version": VERSION, "sha256": sha256(
+              "packages": {f"emoji-datasource-{v}": {"version": VERSION, "sha256": sha256_file(
                   downloads / f"emoji-datasource-{v}-{VERSION}.tgz") if (
                   downloads / f"emoji-datasource-{v}-{VERSION}.tgz").exists() else None} for v in spec.vendors},
               "datasets": {}}
@@ -130,7 +124,7 @@ def build(spec: SetSpec, out: Path, downloads: Path, per_dataset: int, seed: int
         files = {}
         for fname, src in chosen:
             shutil.copyfile(src, target / name / fname)
-            files[fname] = sha256(src)
+            files[fname] = sha256_file(src)
         record["datasets"][name] = {"category": category, "images": len(chosen), "available": len(found),
                                     "files": files}
     (target / "SET.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
