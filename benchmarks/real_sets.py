@@ -106,7 +106,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
-MAX_PER_DATASET = 3000
+MAX_PER_DATASET = 3100
 WORKING_SHORTER_SIDE = 1024
 
 # Debian 12 (bookworm) packages, pinned: other versions may hold other files (and give other images).

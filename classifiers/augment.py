@@ -66,6 +66,29 @@ class SeededRandomResizedCrop:
         return f"SeededRandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
 
 
+class SeededShiftCrop:
+    """The eval view shifted: resize the shorter side to `resize` (bicubic, as `eval_augment`), then a
+    `size` x `size` crop at a random position drawn from Python's `random` (seeded per sample).
+
+    The training view keeps the evaluation's scale, so a one-pixel structure (an edge map's lines, the
+    8-px JPEG block grid, the highest frequencies) is never resampled between training and evaluation;
+    a random-resized crop rescales every training view by a random factor and smears exactly those.
+    """
+
+    def __init__(self, size: int, resize: int) -> None:
+        self.size, self.resize = size, resize
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if min(img.size) != self.resize:
+            img = TF.resize(img, self.resize, InterpolationMode.BICUBIC, antialias=True)
+        top = random.randint(0, img.height - self.size) if img.height > self.size else 0
+        left = random.randint(0, img.width - self.size) if img.width > self.size else 0
+        return TF.crop(img, top, left, self.size, self.size)
+
+    def __repr__(self) -> str:
+        return f"SeededShiftCrop(size={self.size}, resize={self.resize})"
+
+
 class SeededHorizontalFlip:
     """Mirror with probability `p`, drawn from Python's `random` (seeded per sample)."""
 
@@ -126,7 +149,13 @@ def normalizer(recipe: Mapping[str, Any], group: str, transform: str | None = No
 def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
     spec = _group(recipe, group)
     size = int(recipe["image_size"])
-    steps: list[Callable] = [SeededRandomResizedCrop(size, recipe["crop_scale"], recipe["crop_ratio"])]
+    crop = spec.get("crop", "resized")
+    if crop == "resized":
+        steps: list[Callable] = [SeededRandomResizedCrop(size, recipe["crop_scale"], recipe["crop_ratio"])]
+    elif crop == "shift":
+        steps = [SeededShiftCrop(size, int(recipe.get("eval_resize") or size))]
+    else:
+        raise ValueError(f"recipe.groups.{group}.crop must be 'resized' or 'shift', not {crop!r}")
     if spec.get("hflip", False):
         steps.append(SeededHorizontalFlip())
     if spec.get("randaugment"):

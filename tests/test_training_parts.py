@@ -166,3 +166,41 @@ def test_text_batches_carry_tokens_under_their_own_key_and_images_under_image():
     assert model_input(images).shape == (1, 3, 2, 2)
     with pytest.raises(KeyError, match="exactly one"):
         model_input({"image": 1, "tokens": 2})
+
+
+def test_the_shift_crop_keeps_the_eval_scale_so_one_pixel_lines_survive_exactly():
+    """`crop: shift` (recipe.groups.X.crop) takes the training view at the evaluation's scale: for a 64-px image
+    with eval_resize 64 every training view is an exact 56 x 56 window of the pixels, one-pixel lines included;
+    the random-resized crop resamples them into grey smears. The window moves with the per-sample seed."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from classifiers.augment import eval_augment, train_augment
+
+    recipe = {"image_size": 56, "eval_resize": 64, "crop_scale": [0.35, 1.0], "crop_ratio": [0.75, 1.3333333],
+              "groups": {"c": {"hflip": False, "normalize": False, "crop": "shift"},
+                         "r": {"hflip": False, "normalize": False}}}
+    pixels = np.zeros((64, 64), np.uint8)
+    pixels[::7, :] = 255  # one-pixel horizontal lines
+    pixels[:, 5::9] = 255
+    image = Image.fromarray(pixels).convert("RGB")
+    shift = train_augment(recipe, "c")
+    corners = set()
+    for seed in range(40):
+        random.seed(seed)
+        view = (shift(image)[0].numpy() * 255).round().astype(np.uint8)
+        hits = [(t, left) for t in range(9) for left in range(9) if np.array_equal(view, pixels[t:t + 56, left:left + 56])]
+        assert len(hits) >= 1, "a shift-crop view is not an exact window of the image"
+        corners.add(hits[0])
+        assert set(np.unique(view)) == {0, 255}  # no resampled grey
+    assert len(corners) > 10
+    centre = (eval_augment(recipe, "c")(image)[0].numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(centre, pixels[4:60, 4:60])
+    random.seed(0)
+    resized = (train_augment(recipe, "r")(image)[0].numpy() * 255).round().astype(np.uint8)
+    assert len(np.unique(resized)) > 2  # the default random-resized crop does resample
+    recipe["groups"]["c"]["crop"] = "zoom"
+    with pytest.raises(ValueError, match="'resized' or 'shift'"):
+        train_augment(recipe, "c")

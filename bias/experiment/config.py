@@ -387,6 +387,7 @@ class AugmentGroupConfig:
     hflip: bool = False
     randaugment: str | None = None  # a timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1
     normalize: bool = False
+    crop: str = _c("resized", choices=["resized", "shift"])  # see classifiers.augment.train_augment
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""The default bias table on real image sets: does every row learn what its probe learns? (issue 21)
+
+    python benchmarks/real_sets.py --out cache/real_sets --sets icon_themes,font_glyphs,photo_jpeg,photo_upscale --per-dataset 3100
+    python benchmarks/bench_table_sweep.py --root cache/real_sets --sets icon_themes,font_glyphs,photo_jpeg,photo_upscale \\
+        --per-dataset 640 --val-per-dataset 160 --out runs/table_sweep [-- Hydra overrides for every run]
+
+For each set this runs the documented table command (`scripts/table.py data=folders ...`, the default
+`table: classical` rows, the default recipe, seed 0 unless `--seeds`), times it, then reads every row's
+`results.json` and writes `<out>/sweep.md` and `sweep.json`: per cell the val accuracy, the final train
+accuracy, the best probe (name and accuracy), the verdict, and whether the cell meets the issue's target
+(verdict learned and accuracy >= best probe - 2 points; within 3 points the mean over seeds decides).
+Finished runs are reused, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 0.02   # accuracy >= best probe - 2 points
+SEEDS_ZONE = 0.03  # within 3 points of that line, a single seed does not decide: use 3 seeds
+
+
+def set_paths(folder: Path) -> dict[str, str]:
+    """The datasets of a real set, in the order its SET.json lists them."""
+    meta = json.loads((folder / "SET.json").read_text())
+    return {name: str((folder / name).resolve()) for name in meta["datasets"]}
+
+
+def run_set(name: str, folder: Path, args: argparse.Namespace, overrides: list[str]) -> dict:
+    paths = "{" + ", ".join(f"{k}: {v}" for k, v in set_paths(folder).items()) + "}"
+    out = args.out / name
+    cmd = [sys.executable, str(ROOT / "scripts" / "table.py"), "data=folders", f"data.paths={paths}",
+           f"data.per_dataset={args.per_dataset}", f"data.val_per_dataset={args.val_per_dataset}",
+           f"seeds=[{','.join(map(str, args.seeds))}]", f"table_out={out}", "examples=0", *overrides]
+    print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(args.out / f"{name}.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"[{name}] the table command failed ({proc.returncode}); see {args.out / (name + '.log')}")
+    return {"set": name, "seconds": round(seconds, 1), "command": " ".join(cmd[1:]), "cells": cells(out)}
+
+
+def cells(table_dir: Path) -> list[dict]:
+    out = []
+    for row in json.loads((table_dir / "table.json").read_text()):
+        runs = [json.loads((Path(d) / "results.json").read_text()) for d in row["run_dirs"]]
+        acc = [r["accuracy"] for r in runs]
+        train = [r["verdict"]["final_train_accuracy"] for r in runs]
+        probes: dict[str, list[float]] = {}
+        for r in runs:
+            for b in r.get("baselines") or []:
+                probes.setdefault(b["name"], []).append(b["accuracy"])
+        best = max(probes, key=lambda k: sum(probes[k]) / len(probes[k])) if probes else None
+        best_acc = sum(probes[best]) / len(probes[best]) if best else float("nan")
+        mean = sum(acc) / len(acc)
+        verdicts = [r["verdict"]["verdict"] for r in runs]
+        learned = all(v == "learned" for v in verdicts)
+        gap = mean - best_acc
+        out.append({"row": row["label"], "family": runs[0].get("family"), "accuracy": mean, "seeds": len(acc),
+                    "train_accuracy": sum(train) / len(train), "best_probe": best, "probe_accuracy": best_acc,
+                    "chance": runs[0]["chance"], "verdicts": verdicts, "gap": gap,
+                    "meets": learned and gap >= -TARGET,
+                    "decided": len(acc) >= 3 or abs(gap + TARGET) > SEEDS_ZONE - TARGET,
+                    "train_time_s": sum(r.get("train_time_s", 0) for r in runs)})
+    return out
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def write_markdown(results: list[dict], path: Path, args: argparse.Namespace) -> None:
+    lines = [f"per dataset: {args.per_dataset} train + {args.val_per_dataset} val; seeds {args.seeds}", ""]
+    for res in results:
+        lines += [f"### {res['set']} ({res['seconds'] / 60:.1f} min for the table)", "",
+                  "| row | accuracy | train acc | best probe | verdict | acc - probe | target met |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in res["cells"]:
+            met = "yes" if c["meets"] else "**no**"
+            if not c["decided"]:
+                met += " (within 3 points: needs 3 seeds)"
+            lines.append(f"| {c['row']} | {pct(c['accuracy'])} (n={c['seeds']}) | {pct(c['train_accuracy'])} | "
+                         f"{c['best_probe']} {pct(c['probe_accuracy'])} | {'/'.join(sorted(set(c['verdicts'])))} | "
+                         f"{100 * c['gap']:+.1f} | {met} |")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=ROOT / "cache" / "real_sets")
+    ap.add_argument("--sets", default="icon_themes,font_glyphs,photo_jpeg,photo_upscale")
+    ap.add_argument("--per-dataset", type=int, default=640)
+    ap.add_argument("--val-per-dataset", type=int, default=160)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "table_sweep")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.sets.split(","):
+        folder = args.root / name
+        if not (folder / "SET.json").exists():
+            raise SystemExit(f"{folder} is not a real set: build it with python benchmarks/real_sets.py --out "
+                             f"{args.root} --sets {name}")
+        results.append(run_set(name, folder, args, list(args.overrides)))
+        write_markdown(results, args.out / "sweep.md", args)
+        (args.out / "sweep.json").write_text(json.dumps(results, indent=1))
+    print((args.out / "sweep.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
