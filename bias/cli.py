@@ -101,7 +101,7 @@ def _classify(cfg: Any, callbacks: Sequence[Callable[[int], None]] = ()) -> None
 
     from bias.experiment.run import run_classification
 
-    if cfg.print_config:
+    if cfg.print_config:  # asked for: printed at any log level (as in every command below)
         print(OmegaConf.to_yaml(cfg))
     run_classification(cfg, callbacks=callbacks)
 
