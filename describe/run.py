@@ -397,10 +397,8 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     write_json(times, out_dir / "stage_times.json")
     state.wait_for_everyone()
     done = [n for n, s in status.items() if s["status"] == DONE]
-    if state.is_main_process:
-        logger.info(f"describe {plain['data']['name']}: {len(inputs)} images, "
-                    f"{inputs.summary()['n_missing_captions']} without caption; stages done {done or 'none'}; "
-                    f"report: {path}")
+    logger.info(f"describe {plain['data']['name']}: {len(inputs)} images, {inputs.summary()['n_missing_captions']} "
+                f"without caption; stages done {done or 'none'}; report: {path}")
     return {"out_dir": str(out_dir), "report": str(path), "status": status, "times": times}
 
 
