@@ -9,6 +9,10 @@ directory, installed or from a checkout; add a folder of your own configs with
 Errors: a `bias.core.errors.BiasError` (a bad config value, unusable data, a model that is not on
 disk) or an OS error about a user's path (a read-only folder, a file where a folder belongs) ends the
 command with its one-line message; any other exception is a bug and keeps its traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.
+
+Output: each command logs (`bias.core.logs`) at its config's `log_level` (debug | info | warning | error;
+`warning` is quiet; default `$BIAS_LOG_LEVEL` or info): status and result lines on stdout, warnings and
+errors on stderr. What a command is asked to print (`print_config=true`) is printed whatever the level.
 """
 
 from __future__ import annotations
@@ -73,10 +77,12 @@ def _hydra_app(config_name: str, body: Callable[[Any], None], config_path: str =
         import hydra
 
         from bias.core.distributed import configure_threads, shutdown_distributed
+        from bias.core.logs import configure_logging
 
         @hydra.main(config_path=config_path, config_name=config_name, version_base=None)
         def main(cfg: Any) -> None:
             with fail_cleanly():
+                configure_logging(cfg.get("log_level", "info"))
                 threads = cfg.get("threads")
                 if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
                     raise ConfigError(f"threads: expected a positive integer or null, got {threads!r}")
@@ -95,7 +101,7 @@ def _classify(cfg: Any, callbacks: Sequence[Callable[[int], None]] = ()) -> None
 
     from bias.experiment.run import run_classification
 
-    if cfg.print_config:
+    if cfg.print_config:  # asked for: printed at any log level (as in every command below)
         print(OmegaConf.to_yaml(cfg))
     run_classification(cfg, callbacks=callbacks)
 

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import Any, ClassVar, Literal
 from bias.core.errors import BiasError, ConfigError, DataError, MissingModelError
 from bias.experiment.config import DataConfig, TransformConfig, _c, check_schema, to_plain
 
+logger = logging.getLogger(__name__)
 STAGE_ORDER = ("objects", "language", "themes", "differences", "explained")
 SIDE_OUTPUTS = ("object_det", "seg")
 NOT_RUN, DONE, FAILED, SKIPPED = "not run", "done", "failed", "skipped"
@@ -107,6 +109,7 @@ class DescribeConfig:
     runs_root: str = "runs"
     num_workers: int | None = _c(None, min=0)
     print_config: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # the command's (bias.core.logs)
     compute_captions: bool = True
     classify: bool = False
     classify_overrides: list[str] = _c([])
@@ -394,8 +397,8 @@ def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[st
     write_json(times, out_dir / "stage_times.json")
     state.wait_for_everyone()
     done = [n for n, s in status.items() if s["status"] == DONE]
-    print(f"describe {plain['data']['name']}: {len(inputs)} images, {inputs.summary()['n_missing_captions']} without "
-          f"caption; stages done {done or 'none'}; report: {path}")
+    logger.info(f"describe {plain['data']['name']}: {len(inputs)} images, {inputs.summary()['n_missing_captions']} "
+                f"without caption; stages done {done or 'none'}; report: {path}")
     return {"out_dir": str(out_dir), "report": str(path), "status": status, "times": times}
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ from bias.core.progress import progress_bar
 from bias.core.seeding import derive_seed
 from memorization.zoo.store import Zoo, _plain, config_hash
 
+logger = logging.getLogger(__name__)
 CONFIG_DIR = BIAS_CONFIGS / "memorize"
-RUNTIME_KEYS = ("out", "cache_dir", "progress", "print_config")
+RUNTIME_KEYS = ("out", "cache_dir", "progress", "print_config", "log_level")
 PUBLISHED_GPT_FACTOR = 4.185
 
 
@@ -391,107 +393,161 @@ def _generator_params(cfg: DictConfig, progress: bool) -> dict[str, Any]:
 
 
 def run_study(cfg: DictConfig, names: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run (or reuse) one study; returns the contents of ``metrics.json``."""
-    from memorization.generators import create_generator
-    from memorization.report import write_figures, write_report
+    """Run (or reuse) one study; returns the contents of ``metrics.json``.
 
+    The steps (`_Study`): build or reuse the zoo, fit the generator and sample it, evaluate every group
+    (training, generated, noise and copy baselines), then save the figures, report and metrics."""
     run_dir = run_dir_for(cfg, names)
     expected = study_config(cfg)
+    finished = _finished_study(run_dir, expected)
+    if finished is not None:
+        return finished
+    study = _Study(cfg, names)
+    study.build_zoo()
+    study.fit_and_sample()
+    groups = study.evaluate()
+    metrics = study.save(run_dir, expected, groups)
+    verdict = metrics["verdict"]
+    logger.info("verdict: %s -- %s\n  report: %s", verdict["verdict"], verdict["reason"], run_dir / "report.md")
+    return metrics
+
+
+def _finished_study(run_dir: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of the finished study in `run_dir`, else None; a folder of another study is refused."""
     saved = run_dir / "experiment.json"
     if saved.exists() and json.loads(saved.read_text()) != expected:
         raise StudyConfigError(f"{run_dir} holds a study of a different configuration; choose another out=DIR "
                                "or delete that folder")
     metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
-        print(f"reusing finished study {run_dir}: verdict '{metrics['verdict']['verdict']}'")
+    if not metrics_file.exists():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    logger.info("reusing finished study %s: verdict '%s'", run_dir, metrics["verdict"]["verdict"])
+    return metrics
+
+
+class _Study:
+    """One study's state through its steps, in order: `build_zoo`, `fit_and_sample`, `evaluate`, `save`.
+
+    The constructor checks the task kind and builds the generator, so bad parameters fail before any training."""
+
+    def __init__(self, cfg: DictConfig, names: Mapping[str, str] | None) -> None:
+        from memorization.generators import create_generator
+
+        self.cfg, self.names = cfg, names
+        self.kind = str(cfg.task.get("kind", "classification"))
+        if self.kind not in ZOO_SOURCES:
+            raise StudyConfigError(f"unknown task kind {self.kind!r}; choose one of {sorted(ZOO_SOURCES)}")
+        self.gen_name, self.progress = str(cfg.generator.name), bool(cfg.progress)
+        self.generator = create_generator(self.gen_name, **_generator_params(cfg, self.progress))
+        self.timings: dict[str, float] = {}
+        self.seeds: dict[str, Any] = {"fit": int(cfg.seed), "sample": derive_seed(cfg.seed, "sample"),
+                                      "plots": derive_seed(cfg.seed, "plots"), "zoo": int(cfg.zoo.seed)}
+
+    def _timed(self, step: str, started: float) -> None:
+        self.timings[step] = time.time() - started
+
+    def build_zoo(self) -> None:
+        """Build the zoo of trained checkpoints, or reuse the cached one."""
+        t0 = time.time()
+        self.built = ZOO_SOURCES[self.kind](self.cfg, Path(self.cfg.cache_dir) / "zoos", self.progress)
+        self.zoo = self.built.zoo
+        self._timed("zoo", t0)
+        logger.info("%s zoo %s (%d models, %d params, regime %s)", "reusing" if self.built.reused else "built",
+                    self.built.path, len(self.zoo), self.zoo.spec.numel(), self.built.regime)
+
+    def fit_and_sample(self) -> None:
+        """Fit the generator on the zoo and draw its samples; `reference` is what the samples are compared with
+        (the training weights, or an autoencoder's reconstructions of them)."""
+        t0 = time.time()
+        self.generator.fit(self.zoo, seed=self.seeds["fit"])
+        self._timed("fit", t0)
+        t0 = time.time()
+        self.samples = self.generator.sample(self.cfg.num_samples, seed=self.seeds["sample"])
+        self._timed("sample", t0)
+        self.generated_picks = _plain(self.generator.last_sample)
+        self.trained_on = reference_zoo(self.generator, self.zoo)
+        self.reference = self.generator.reference_params(self.trained_on)
+        self.reference_differs = self.reference is not self.trained_on.params
+
+    def evaluate(self) -> list[Group]:
+        """Every group's metrics: the training reference (and the original weights where they differ), the
+        generated samples, and the noise and copy baselines."""
+        cfg, kind, trained_on = self.cfg, self.kind, self.trained_on
+        t0 = time.time()
+        if kind == "fields":
+            self.evaluator: Any = FieldsEvaluator(trained_on, self.reference, self.built.test_shapes,
+                                                  int(cfg.fields.points), int(cfg.fields.resolution),
+                                                  derive_seed(cfg.seed, "surfaces"), self.progress)
+        else:
+            self.evaluator = ClassificationEvaluator(trained_on, self.reference, int(cfg.metrics.chunk), cfg.zoo.device)
+        groups = [Group("training", "training (AE reconstructions)" if self.reference_differs else "training",
+                        "training", self.reference, self.evaluator.reference_metrics())]
+        if self.reference_differs:
+            stored = {} if kind == "fields" else {"precomputed": (trained_on.accuracy, trained_on.error_masks)}
+            groups.append(Group("training_original", "training (original weights)", "original", trained_on.params,
+                                self.evaluator(trained_on.params, self_index=torch.arange(len(trained_on)),
+                                               **_desc(kind, "original"), **stored)))
+        groups.append(Group("generated", f"generated ({self.gen_name})", "generated", self.samples,
+                            self.evaluator(self.samples, **_desc(kind, "generated")), self.seeds["sample"],
+                            self.generated_picks))
+        groups += self._baselines()
+        self._timed("evaluate", t0)
+        return groups
+
+    def _baselines(self) -> list[Group]:
+        """The noise baselines (at the generator's published noise protocol, unless configured) and the copy
+        control, around the reference."""
+        b = self.cfg.baselines
+        self.protocol = NOISE_PROTOCOL.get(self.gen_name, DEFAULT_NOISE)
+        self.sigmas = [float(s) for s in (b.noise_sigmas or self.protocol.sigmas)]
+        self.scale = noise_scale(self.generator, self.protocol, b.noise_scale)
+        ref_zoo = dataclasses.replace(self.trained_on, params=self.reference) if self.reference_differs else self.trained_on
+        return baseline_groups(ref_zoo, self.evaluator, self.sigmas, self.scale, int(b.num_samples), int(b.average_k),
+                               bool(b.copy_control), int(self.cfg.seed), self.progress,
+                               desc=lambda key: _desc(self.kind, key))
+
+    def save(self, run_dir: Path, expected: dict[str, Any], groups: list[Group]) -> dict[str, Any]:
+        """The verdict, and the run folder: config.yaml, the samples, the figures, report.md, experiment.json and
+        metrics.json (last: a study killed before it is not taken as finished)."""
+        from bias.core.io import write_json
+        from memorization.report import write_figures, write_report
+
+        summary, verdict = summarize(groups, float(self.cfg.verdict.tol_quality), float(self.cfg.verdict.tol_closeness))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        _save_samples(run_dir / "samples.safetensors", groups)
+        t0 = time.time()
+        figures, figure_seeds = write_figures(run_dir, groups, self.zoo, self.evaluator, self.cfg, self.seeds["plots"])
+        self._timed("figures", t0)
+        self.seeds.update(figure_seeds)
+        self.seeds["baselines"] = {g.key: g.seed for g in groups if g.role in ("noise", "baseline", "control")}
+        metrics = self._metrics(groups, summary, verdict, figures)
+        write_report(run_dir / "report.md", metrics, self.evaluator)
+        write_json(expected, run_dir / "experiment.json")
+        write_json(metrics, run_dir / "metrics.json")
         return metrics
 
-    kind = str(cfg.task.get("kind", "classification"))
-    if kind not in ZOO_SOURCES:
-        raise StudyConfigError(f"unknown task kind {kind!r}; choose one of {sorted(ZOO_SOURCES)}")
-    gen_name, progress = str(cfg.generator.name), bool(cfg.progress)
-    generator = create_generator(gen_name, **_generator_params(cfg, progress))  # bad parameters fail before training
-    timings: dict[str, float] = {}
-    seeds = {"fit": int(cfg.seed), "sample": derive_seed(cfg.seed, "sample"), "plots": derive_seed(cfg.seed, "plots"),
-             "zoo": int(cfg.zoo.seed)}
-
-    t0 = time.time()
-    built = ZOO_SOURCES[kind](cfg, Path(cfg.cache_dir) / "zoos", progress)
-    zoo = built.zoo
-    timings["zoo"] = time.time() - t0
-    print(f"{'reusing' if built.reused else 'built'} zoo {built.path} ({len(zoo)} models, {zoo.spec.numel()} params, "
-          f"regime {built.regime})")
-
-    t0 = time.time()
-    generator.fit(zoo, seed=seeds["fit"])
-    timings["fit"] = time.time() - t0
-    t0 = time.time()
-    samples = generator.sample(cfg.num_samples, seed=seeds["sample"])
-    timings["sample"] = time.time() - t0
-    generated_picks = _plain(generator.last_sample)
-    trained_on = reference_zoo(generator, zoo)
-    reference = generator.reference_params(trained_on)
-    reference_differs = reference is not trained_on.params
-
-    t0 = time.time()
-    if kind == "fields":
-        evaluator: Any = FieldsEvaluator(trained_on, reference, built.test_shapes, int(cfg.fields.points),
-                                         int(cfg.fields.resolution), derive_seed(cfg.seed, "surfaces"), progress)
-    else:
-        evaluator = ClassificationEvaluator(trained_on, reference, int(cfg.metrics.chunk), cfg.zoo.device)
-    groups = [Group("training", "training (AE reconstructions)" if reference_differs else "training", "training",
-                    reference, evaluator.reference_metrics())]
-    if reference_differs:
-        stored = {} if kind == "fields" else {"precomputed": (trained_on.accuracy, trained_on.error_masks)}
-        groups.append(Group("training_original", "training (original weights)", "original", trained_on.params,
-                            evaluator(trained_on.params, self_index=torch.arange(len(trained_on)),
-                                      **_desc(kind, "original"), **stored)))
-    groups.append(Group("generated", f"generated ({gen_name})", "generated", samples,
-                        evaluator(samples, **_desc(kind, "generated")), seeds["sample"], generated_picks))
-
-    protocol = NOISE_PROTOCOL.get(gen_name, DEFAULT_NOISE)
-    sigmas = [float(s) for s in (cfg.baselines.noise_sigmas or protocol.sigmas)]
-    scale = noise_scale(generator, protocol, cfg.baselines.noise_scale)
-    ref_zoo = dataclasses.replace(trained_on, params=reference) if reference_differs else trained_on
-    groups += baseline_groups(ref_zoo, evaluator, sigmas, scale, int(cfg.baselines.num_samples),
-                              int(cfg.baselines.average_k), bool(cfg.baselines.copy_control), int(cfg.seed), progress,
-                              desc=lambda key: _desc(kind, key))
-    timings["evaluate"] = time.time() - t0
-
-    summary, verdict = summarize(groups, float(cfg.verdict.tol_quality), float(cfg.verdict.tol_closeness))
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    _save_samples(run_dir / "samples.safetensors", groups)
-    t0 = time.time()
-    figures, figure_seeds = write_figures(run_dir, groups, zoo, evaluator, cfg, seeds["plots"])
-    timings["figures"] = time.time() - t0
-    seeds.update(figure_seeds)
-    seeds["baselines"] = {g.key: g.seed for g in groups if g.role in ("noise", "baseline", "control")}
-    metrics = {
-        "task": names.get("task") if names else _task_label(cfg), "generator": gen_name, "kind": kind,
-        "verdict": verdict, "groups": summary,
-        "zoo": {"path": str(built.path), "reused": built.reused, "hash": zoo.hash, "regime": built.regime,
-                "n_models": len(zoo), "num_params": zoo.spec.numel(), "task": zoo.task, "arch": zoo.arch,
-                "trained_on": len(trained_on)},
-        "reference": ("autoencoder reconstructions of the training weights" if reference_differs else "training weights")
-        + (f" (the {len(trained_on)} checkpoints the generator was trained on; {len(zoo) - len(trained_on)} of "
-           "held-out runs left out)" if len(trained_on) < len(zoo) else ""),
-        "noise": {"sigmas": sigmas, "scale": scale, "space": protocol.space, "note": protocol.note,
-                  "implied_factor": (1.0 / scale) if protocol.space == "normalised" else None,
-                  "published_factor": PUBLISHED_GPT_FACTOR if gen_name == "gpt" else None},
-        "generator_params": _plain(generator.params()), "seeds": seeds,
-        "picks": {g.key: g.picks for g in groups if g.picks is not None},
-        "figures": figures, "timings_s": timings,
-    }
-    write_report(run_dir / "report.md", metrics, evaluator)
-    from bias.core.io import write_json
-
-    write_json(expected, saved)
-    write_json(metrics, metrics_file)
-    print(f"verdict: {verdict['verdict']} -- {verdict['reason']}\n  report: {run_dir / 'report.md'}")
-    return metrics
+    def _metrics(self, groups: list[Group], summary: Any, verdict: dict[str, Any], figures: Any) -> dict[str, Any]:
+        """The contents of metrics.json."""
+        zoo, trained_on, protocol = self.zoo, self.trained_on, self.protocol
+        return {
+            "task": self.names.get("task") if self.names else _task_label(self.cfg), "generator": self.gen_name,
+            "kind": self.kind, "verdict": verdict, "groups": summary,
+            "zoo": {"path": str(self.built.path), "reused": self.built.reused, "hash": zoo.hash,
+                    "regime": self.built.regime, "n_models": len(zoo), "num_params": zoo.spec.numel(), "task": zoo.task,
+                    "arch": zoo.arch, "trained_on": len(trained_on)},
+            "reference": ("autoencoder reconstructions of the training weights" if self.reference_differs
+                          else "training weights")
+            + (f" (the {len(trained_on)} checkpoints the generator was trained on; {len(zoo) - len(trained_on)} of "
+               "held-out runs left out)" if len(trained_on) < len(zoo) else ""),
+            "noise": {"sigmas": self.sigmas, "scale": self.scale, "space": protocol.space, "note": protocol.note,
+                      "implied_factor": (1.0 / self.scale) if protocol.space == "normalised" else None,
+                      "published_factor": PUBLISHED_GPT_FACTOR if self.gen_name == "gpt" else None},
+            "generator_params": _plain(self.generator.params()), "seeds": self.seeds,
+            "picks": {g.key: g.picks for g in groups if g.picks is not None},
+            "figures": figures, "timings_s": self.timings,
+        }
 
 
 def _desc(kind: str, name: str) -> dict[str, str]:

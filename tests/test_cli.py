@@ -131,7 +131,8 @@ def test_two_processes_shard_precompute_and_evaluate_every_val_image_once(two_fo
     manifest, parts = precompute_on_two_ranks(args, tmp_path / "c", 29533)
     assert manifest["n_unique"] == 62 and manifest["computed"] == 62 and manifest["reused"] == 0
     assert sorted(p["computed"] for p in parts) == [31, 31]
-    run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=TWO_RANK_ENV, launcher=torchrun(29533))
+    proc = run_cli("classify.py", *args, f"out={tmp_path / 'r'}", env=TWO_RANK_ENV, launcher=torchrun(29533))
+    assert proc.stdout.count("vs chance") == 1 and proc.stdout.count("  verdict: ") == 1  # the main process logs
     r = read_results(tmp_path / "r")
     assert r["processes"] == 2 and r["n_val"] == 22  # 22 val images over 2 ranks x batches of 4: padding dropped
     assert np.array(r["confusion"]).sum() == 22

@@ -112,7 +112,7 @@ def test_a_symlink_loop_in_a_data_folder_lists_every_file_once(tmp_path):
 
 
 # --- damaged derived files ------------------------------------------------------------------------------------
-def test_a_damaged_folder_index_is_rebuilt_and_reported(tmp_path, capsys):
+def test_a_damaged_folder_index_is_rebuilt_and_reported(tmp_path, caplog):
     write_colour_dataset(tmp_path / "d", 5, (10, 200, 30), seed=0, size=16)
     first = build_index(tmp_path / "d", tmp_path / "c", num_workers=0)
     stored = next((tmp_path / "c" / "index").glob("*.parquet"))
@@ -120,9 +120,11 @@ def test_a_damaged_folder_index_is_rebuilt_and_reported(tmp_path, capsys):
         stored.write_bytes(damage)
         again = build_index(tmp_path / "d", tmp_path / "c", num_workers=0)
         assert (again.sha1 == first.sha1).all() and (again.ok == first.ok).all()
-        assert "was damaged" in capsys.readouterr().err and stored.with_name(stored.name + ".damaged").exists()
+        assert "was damaged" in caplog.text and stored.with_name(stored.name + ".damaged").exists()
+        assert [r.levelname for r in caplog.records] == ["WARNING"]  # a note: on stderr under the commands
+        caplog.clear()
     build_index(tmp_path / "d", tmp_path / "c", num_workers=0)  # rebuilt: read back without a note
-    assert "damaged" not in capsys.readouterr().err
+    assert "damaged" not in caplog.text
 
 
 def test_a_killed_index_build_keeps_what_it_checked(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_config_groups_run_dir_and_early_errors(tmp_path):
         run_study(compose_cfg("+generator.nope=1", f"out={tmp_path / 'bad2'}"))
 
 
-def test_memorize_command_end_to_end_reuses_the_zoo_and_flags_copies(tmp_path, capsys):
+def test_memorize_command_end_to_end_reuses_the_zoo_and_flags_copies(tmp_path, caplog):
     cache, run1, run2 = tmp_path / "cache", tmp_path / "pdiff", tmp_path / "copy"
     common = [*TINY, f"cache_dir={cache}"]
     first = run_cli("memorize.py", "task=mnist1d_mlp", "generator=pdiff", f"out={run1}", *common, *TINY_PDIFF)
@@ -181,13 +182,15 @@ def test_memorize_command_end_to_end_reuses_the_zoo_and_flags_copies(tmp_path, c
     assert "**Verdict: replication**" in (run2 / "report.md").read_text()
 
     args = ["task=mnist1d_mlp", "generator=pdiff", f"out={run1}", *common, *TINY_PDIFF]
+    caplog.set_level(logging.INFO, logger="memorization")
     assert run_study(compose_cfg(*args))["verdict"] == metrics["verdict"]  # the finished run is reused
-    assert "reusing finished study" in capsys.readouterr().out
+    assert "reusing finished study" in caplog.text
     with pytest.raises(StudyConfigError, match="different configuration"):
         run_study(compose_cfg(*args, "seed=1"))
 
 
-def test_field_study_uses_chamfer_and_draws_shapes(tmp_path, capsys):
+def test_field_study_uses_chamfer_and_draws_shapes(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="memorization")
     out = tmp_path / "fields"
     run_study(compose_cfg("task=fields2d", "generator=hyperdiffusion", f"out={out}", f"cache_dir={tmp_path}",
                           "zoo.n_models=8", "task.n_test_shapes=4", "task.fit.hidden=[16,16]", "task.fit.steps=60",
@@ -196,7 +199,7 @@ def test_field_study_uses_chamfer_and_draws_shapes(tmp_path, capsys):
                           "generator.num_timesteps=10", "generator.batch_size=4", "generator.device=cpu",
                           "num_samples=6", "baselines.num_samples=6", "baselines.average_k=3", "fields.points=128",
                           "fields.resolution=48", "plots.shapes=4", "plots.tsne_perplexity=3", "progress=false"))
-    assert "regime fields" in capsys.readouterr().out
+    assert "regime fields" in caplog.text
     for name in ["min_l2_hist.png", "quality_vs_novelty.png", "heatmap.png", "shapes.png", "tsne.png", "report.md"]:
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -16,7 +18,8 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_accelerate_launch_on_cpu_gets_its_share_of_the_cores(monkeypatch, restore_threads, capsys):
+def test_accelerate_launch_on_cpu_gets_its_share_of_the_cores(monkeypatch, restore_threads, caplog):
+    caplog.set_level(logging.INFO, logger="bias")
     monkeypatch.setattr(distributed, "cpu_cores", lambda: 4)
     monkeypatch.setattr(distributed, "use_cpu", lambda: True)
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
@@ -24,7 +27,7 @@ def test_accelerate_launch_on_cpu_gets_its_share_of_the_cores(monkeypatch, resto
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert distributed.configure_threads() == 2 and torch.get_num_threads() == 2
-    assert "using 2 torch threads per process" in capsys.readouterr().out
+    assert "using 2 torch threads per process" in caplog.text
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # one core each: nothing to change
     torch.set_num_threads(1)
     assert distributed.configure_threads() == 1

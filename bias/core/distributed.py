@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def use_cpu() -> bool:
@@ -68,7 +71,7 @@ def configure_threads(requested: int | None = None) -> int:
         if share > 1:
             torch.set_num_threads(share)
             if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-                print(f"accelerate launch set OMP_NUM_THREADS=1 on a CPU-only run: using {share} torch threads per "
-                      f"process ({cpu_cores()} cores, {local} process(es) here; threads=N sets it)", flush=True)
+                logger.info("accelerate launch set OMP_NUM_THREADS=1 on a CPU-only run: using %d torch threads per "
+                            "process (%d cores, %d process(es) here; threads=N sets it)", share, cpu_cores(), local)
             return share
     return torch.get_num_threads()

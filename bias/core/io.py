@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ import numpy as np
 from bias.core.errors import BiasError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class FolderBusyError(BiasError):
@@ -117,8 +118,8 @@ def read_json_object(path: Path, required: tuple[str, ...] = ()) -> dict[str, An
 
 
 def warn(note: str) -> None:
-    """A one-line note on stderr (a repaired file, a wait for a lock)."""
-    print(f"note: {note}", file=sys.stderr, flush=True)
+    """A one-line note at WARNING (a repaired file, a wait for a lock): on stderr under the commands."""
+    logger.warning("note: %s", note)
 
 
 @contextlib.contextmanager

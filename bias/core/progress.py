@@ -3,6 +3,7 @@
 In a terminal a bar refreshes as usual. When stderr is not a terminal (SLURM, nohup, CI, a file),
 every bar writes at most one line per `LOG_INTERVAL_S` seconds, postfix updates included
 (`set_postfix` of a plain tqdm bar forces a refresh, which flooded logs with a line per step).
+At a quiet log level (``log_level=warning``, `bias.core.logs.quiet`) no bar is drawn.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from bias.core.logs import quiet
 
 LOG_INTERVAL_S = 30.0
 
@@ -34,7 +37,9 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Progress:
-    """A progress bar; in a log (stderr not a terminal) at most one line per `LOG_INTERVAL_S`."""
+    """A progress bar; in a log (stderr not a terminal) at most one line per `LOG_INTERVAL_S`; none when quiet."""
+    if quiet():
+        kwargs["disable"] = True
     interactive = _is_terminal(kwargs.get("file") or sys.stderr)
     if not interactive:
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,6 +63,7 @@ from bias.core.errors import ConfigError
 from bias.core.io import write_json
 from bias.core.progress import progress_bar
 
+logger = logging.getLogger(__name__)
 SAMPLE_VERSION = 1
 URLS_FILE = "urls.parquet"
 SAMPLE_FILE = "sample.json"
@@ -624,8 +626,8 @@ def download_dataset(dataset: str, metadata: str | os.PathLike, out: str | os.Pa
     meta_reader = create_reader(str(name), metadata, **params)
     out = Path(out)
     sample = write_url_sample(meta_reader, out, num_urls, seed, dataset)
-    print(f"{dataset}: {sample.info['num_sampled']} of {sample.info['population']} rows sampled with seed "
-          f"{seed}{' (reused)' if sample.reused else ''} -> {sample.urls_file}")
+    logger.info(f"{dataset}: {sample.info['num_sampled']} of {sample.info['population']} rows sampled with seed "
+                f"{seed}{' (reused)' if sample.reused else ''} -> {sample.urls_file}")
     report: dict[str, Any] = {"dataset": dataset, "seed": int(seed), "sample": str(out / SAMPLE_FILE),
                               "urls": str(sample.urls_file), "num_sampled": sample.info["num_sampled"],
                               "population": sample.info["population"], "empty_urls": sample.info["empty_urls"]}
@@ -644,12 +646,12 @@ def download_dataset(dataset: str, metadata: str | os.PathLike, out: str | os.Pa
         report["min_downloaded"] = int(min_downloaded)
         report["enough"] = report["downloaded"] >= int(min_downloaded)
     write_json(report, out / REPORT_FILE)
-    print(f"{dataset}: {report['downloaded']} of {report['requested']} downloaded "
-          f"({100 * report['success_rate']:.1f}%), {report['failed_to_download']} failed to download, "
-          f"{report['failed_to_resize']} failed to decode/resize -> {out / REPORT_FILE}")
+    logger.info(f"{dataset}: {report['downloaded']} of {report['requested']} downloaded "
+                f"({100 * report['success_rate']:.1f}%), {report['failed_to_download']} failed to download, "
+                f"{report['failed_to_resize']} failed to decode/resize -> {out / REPORT_FILE}")
     if report.get("enough") is False:
-        print(f"warning: {dataset}: fewer than {min_downloaded} images downloaded; raise num_urls and rerun "
-              "into a new folder")
+        logger.warning(f"warning: {dataset}: fewer than {min_downloaded} images downloaded; raise num_urls and "
+                       "rerun into a new folder")
     return report
 
 

@@ -8,15 +8,18 @@ only the main process writes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
 from accelerate.utils import gather_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from bias.core.distributed import partial_state, use_cpu
@@ -47,7 +50,8 @@ from classifiers.trainer import EpochCallback, train_classifier
 from transforms.base import Transform, output_store
 from transforms.registry import create_transform
 
-RUNTIME_KEYS = ("out", "seed", "seeds", "cache_dir", "num_workers", "print_config")
+RUNTIME_KEYS = ("out", "seed", "seeds", "cache_dir", "num_workers", "print_config", "log_level")
+logger = logging.getLogger(__name__)
 
 
 class RunConfigError(ConfigError):
@@ -90,12 +94,23 @@ def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
         raise ConfigError(f"transform ({tcfg['name']}): {err}") from err
 
 
+def _without_log_level(cfg: DictConfig) -> DictConfig:
+    """The config as `validate_classify_config` checks it: `log_level` is the command's (`bias.core.logs` checks
+    it where the command sets it), not the run's."""
+    if not isinstance(cfg, DictConfig) or "log_level" not in cfg:
+        return cfg
+    checked = copy.deepcopy(cfg)
+    with open_dict(checked):
+        del checked["log_level"]
+    return checked
+
+
 def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     """Every check that needs no heavy work, so mistakes fail in seconds; returns the transform, built once.
 
     `classifier=False` (the transform command, which trains nothing) leaves the model unchecked.
     """
-    validate_classify_config(cfg)
+    validate_classify_config(_without_log_level(cfg))
     for key in ("out", "cache_dir"):
         check_output_folder(key, cfg.get(key))
     transform = transform_from_config(_plain(cfg.transform))
@@ -193,8 +208,8 @@ def run_classification(cfg: DictConfig, transform: Transform | None = None,
     base = run_dir_for(cfg, seeds[0]).parent
     if partial_state().is_main_process:
         write_json(agg, base / "aggregate.json")
-        print(f"{len(seeds)} seeds: accuracy {100 * agg['accuracy_mean']:.1f} +- {100 * agg['accuracy_std']:.1f}% "
-              f"(chance {100 * agg['chance']:.1f}%) -> {base / 'aggregate.json'}")
+        logger.info(f"{len(seeds)} seeds: accuracy {100 * agg['accuracy_mean']:.1f} +- "
+                    f"{100 * agg['accuracy_std']:.1f}% (chance {100 * agg['chance']:.1f}%) -> {base / 'aggregate.json'}")
     return agg
 
 
@@ -250,73 +265,132 @@ def _remove_if_empty(run_dir: Path) -> None:
 
 def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Path, started: list[bool],
                    callbacks: Sequence[EpochCallback]) -> dict[str, Any]:
+    """The run's steps: reuse a finished run, or prepare the data, train, evaluate, save and report."""
     from accelerate import Accelerator
 
     state = partial_state()
-    recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
-    recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
+    recipe = _recipe(cfg)
     expected = experiment_config(cfg)
-    saved = run_dir / "experiment.json"
-    if saved.exists():
-        try:
-            held = json.loads(saved.read_text())
-        except (OSError, ValueError) as err:
-            raise RunConfigError(f"{saved} is damaged ({type(err).__name__}), so what {run_dir} holds is unknown: "
-                                 f"delete the folder {run_dir} to start this run afresh, or choose another out=DIR"
-                                 ) from None
-        if held != expected:
-            raise RunConfigError(
-                f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
-            )
-    results_file = run_dir / "results.json"
-    results, damaged = read_results(run_dir, set_aside=state.is_main_process)  # every process: all reuse or none
-    repaired = [damaged] if damaged else []
-    if damaged and state.is_main_process:
-        warn(damaged)
+    _check_folder_holds(run_dir, expected)
+    results, repaired = _finished_results(run_dir, state.is_main_process)
     if results is not None:
-        if state.is_main_process:
-            print(f"reusing finished run {run_dir}: {format_accuracy(results)}")
         return results
 
     start = time.time()
     accelerator = Accelerator(cpu=use_cpu(), log_with="tensorboard", project_dir=str(run_dir),
                               mixed_precision=str(recipe.get("precision", "no")))
+    data = _prepare_data(cfg, seed, transform, recipe, run_dir, expected, accelerator, started)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        outcome, baselines, text_info = _train(cfg, recipe, model_cfg, data.split, transform, seed, data.resize,
+                                               data.train_read, data.val_read, run_dir, accelerator, callbacks,
+                                               data.report.store if data.report else None)
+    except TrainingDiverged as err:
+        _record_divergence(err, seed, run_dir, accelerator)
+    results = _evaluate(cfg, transform, recipe, model_cfg, data, outcome, baselines, seed, accelerator)
+    results.update(wall_time_s=round(time.time() - start, 2), train_time_s=round(outcome.wall_time_s, 2),
+                   run_dir=str(run_dir),
+                   repaired=repaired + (data.report.repaired_files if data.report else []) + outcome.repaired
+                   + baselines.get("repaired", []), **text_info)
+    if accelerator.is_main_process:
+        _save_run(cfg, transform, data, outcome, results, run_dir)
+        _log_run(str(cfg.data.name), results, run_dir)
+    accelerator.end_training()
+    return results
+
+
+def _recipe(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe as a dict, with the number of data-loading workers this run uses."""
+    recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
+    recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
+    return recipe
+
+
+def _check_folder_holds(run_dir: Path, expected: dict[str, Any]) -> None:
+    """A run folder that holds another experiment (its experiment.json differs, or is unreadable) is refused."""
+    saved = run_dir / "experiment.json"
+    if not saved.exists():
+        return
+    try:
+        held = json.loads(saved.read_text())
+    except (OSError, ValueError) as err:
+        raise RunConfigError(f"{saved} is damaged ({type(err).__name__}), so what {run_dir} holds is unknown: "
+                             f"delete the folder {run_dir} to start this run afresh, or choose another out=DIR"
+                             ) from None
+    if held != expected:
+        raise RunConfigError(
+            f"{run_dir} holds a run with a different configuration; choose another out=DIR or delete that folder"
+        )
+
+
+def _finished_results(run_dir: Path, is_main: bool) -> tuple[dict[str, Any] | None, list[str]]:
+    """(results of the finished run in `run_dir`, else None; the note about a damaged results.json, if any).
+
+    Every process reads: all reuse the run or none does."""
+    results, damaged = read_results(run_dir, set_aside=is_main)
+    if damaged and is_main:
+        warn(damaged)
+    if results is not None and is_main:
+        logger.info("reusing finished run %s: %s", run_dir, format_accuracy(results))
+    return results, [damaged] if damaged else []
+
+
+@dataclass
+class _RunData:
+    """What a run trains and evaluates on: the split, the files skipped, the duplicates found, where the
+    transformed inputs are read, and the precomputed transform's report (None for an online transform)."""
+
+    split: Split
+    skipped: list[dict[str, str]]
+    dupes: dict[str, Any]
+    train_read: StringColumn
+    val_read: StringColumn
+    resize: int | None
+    report: RunReport | None
+
+
+def _prepare_data(cfg: DictConfig, seed: int, transform: Transform, recipe: dict[str, Any], run_dir: Path,
+                  expected: dict[str, Any], accelerator, started: list[bool]) -> _RunData:
+    """Split the data, create the run folder (only now: a check that failed before leaves nothing that blocks a
+    rerun), set the transform up and fill a precomputed transform's store."""
     split, skipped, dupes = prepare_split(cfg, accelerator)
-    if accelerator.is_main_process:  # only now: a check that failed above leaves nothing that blocks a rerun
+    if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(expected, saved)
+        write_json(expected, run_dir / "experiment.json")
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     accelerator.wait_for_everyone()
     started.append(True)
     transform.setup(seed=seed, image_size=int(recipe["image_size"]),
                     run_dir=run_dir if accelerator.is_main_process else None)
-    resize = cfg.data.get("resize_shorter")
-    train_read, val_read = split.train_read, split.val_read
+    data = _RunData(split, skipped, dupes, split.train_read, split.val_read, cfg.data.get("resize_shorter"), None)
     if transform.kind == "precomputed":
-        report = precompute(transform, split.all_read(), split.all_sha1(), cfg, accelerator)
-        skipped += _named_by_sample_id(report.failed, split)
-        train_read, val_read = report.read_paths(split.train_sha1), report.read_paths(split.val_sha1)
-        resize = None  # the cache is stored at the resized size already
+        data.report = precompute(transform, split.all_read(), split.all_sha1(), cfg, accelerator)
+        data.skipped += _named_by_sample_id(data.report.failed, split)
+        data.train_read = data.report.read_paths(split.train_sha1)
+        data.val_read = data.report.read_paths(split.val_sha1)
+        data.resize = None  # the cache is stored at the resized size already
+    return data
 
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    try:
-        outcome, baselines, text_info = _train(cfg, recipe, model_cfg, split, transform, seed, resize, train_read,
-                                               val_read, run_dir, accelerator, callbacks,
-                                               report.store if transform.kind == "precomputed" else None)
-    except TrainingDiverged as err:
-        if accelerator.is_main_process:
-            write_json({"status": "failed", "reason": str(err), "what": err.what, "value": str(err.value),
-                        "epoch": err.epoch, "step": err.step, "seed": seed}, run_dir / "failed.json")
-        accelerator.end_training()
-        raise TrainingDiverged(err.what, err.value, err.epoch, err.step,
-                               f"the run is recorded as failed in {run_dir / 'failed.json'}") from None
-    ev = outcome.evaluation
+
+def _record_divergence(err: TrainingDiverged, seed: int, run_dir: Path, accelerator) -> NoReturn:
+    """Record a diverged run in failed.json and raise the error again, naming that file."""
+    if accelerator.is_main_process:
+        write_json({"status": "failed", "reason": str(err), "what": err.what, "value": str(err.value),
+                    "epoch": err.epoch, "step": err.step, "seed": seed}, run_dir / "failed.json")
+    accelerator.end_training()
+    raise TrainingDiverged(err.what, err.value, err.epoch, err.step,
+                           f"the run is recorded as failed in {run_dir / 'failed.json'}") from None
+
+
+def _evaluate(cfg: DictConfig, transform: Transform, recipe: dict[str, Any], model_cfg: dict[str, Any],
+              data: _RunData, outcome: Any, baselines: dict[str, Any], seed: int, accelerator) -> dict[str, Any]:
+    """The run's results: accuracy and confusion on val, the learnability verdict, and what the run was."""
+    ev, split = outcome.evaluation, data.split
     results = summarize(ev.label, ev.pred, split.names, seed)
     verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
                                    results["accuracy"], baselines["baselines"],
                                    VerdictOptions.from_config(_plain(cfg.get("verdict"))))
-    load_failures = [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
-    skipped = skipped + load_failures
+    skipped = data.skipped + [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
     results.update(
         transform=transform.name,
         transform_params=transform.get_params(),
@@ -331,7 +405,7 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
         n_val=int(len(ev.label)),
         n_skipped=len(skipped),
         skipped=skipped,
-        duplicates=dupes,
+        duplicates=data.dupes,
         history=outcome.history,
         baselines=baselines["baselines"],
         baselines_info={k: v for k, v in baselines.items() if k not in ("baselines", "repaired")},
@@ -339,38 +413,40 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
         resumed_from_epoch=outcome.resumed_from_epoch,
         optimizer_steps=outcome.steps,
         processes=accelerator.num_processes,
-        wall_time_s=round(time.time() - start, 2),
-        train_time_s=round(outcome.wall_time_s, 2),
-        run_dir=str(run_dir),
-        repaired=repaired + (report.repaired_files if transform.kind == "precomputed" else []) + outcome.repaired
-        + baselines.get("repaired", []),
-        **text_info,
     )
-    if accelerator.is_main_process:
-        names = np.array(split.names)
-        pacsv.write_csv(
-            _predictions_table(split, ev, names), run_dir / "predictions.csv"
-        )
-        plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
-                       f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
-        plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
-        write_json(results, results_file)
-        (run_dir / "failed.json").unlink(missing_ok=True)  # an earlier attempt diverged; this one finished
-        print(f"\n{cfg.data.name} / {transform.name} / seed {seed}: {format_accuracy(results)}")
-        print("  per dataset: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
-        if baselines["baselines"]:
-            print(f"  baselines (linear probes, same split and inputs): {format_baselines(baselines['baselines'])}")
-        print(f"  verdict: {verdict['verdict']} ({verdict['reason']})")
-        if skipped:
-            print(f"  skipped {len(skipped)} unusable files (listed in results.json)")
-        if dupes["train_val"] or dupes["across_datasets"]:
-            print(f"  exact duplicates: {dupes['train_val']} val images also in train, "
-                  f"{dupes['across_datasets']} contents in more than one dataset")
-        for note in results["repaired"]:
-            print(f"  repaired: {note}")
-        print(f"  results: {results_file}\n  figures: {run_dir / 'confusion.png'}, {run_dir / 'history.png'}")
-    accelerator.end_training()
     return results
+
+
+def _save_run(cfg: DictConfig, transform: Transform, data: _RunData, outcome: Any, results: dict[str, Any],
+              run_dir: Path) -> None:
+    """The main process writes predictions.csv, the confusion and history figures, and results.json."""
+    split = data.split
+    pacsv.write_csv(_predictions_table(split, outcome.evaluation, np.array(split.names)), run_dir / "predictions.csv")
+    plot_confusion(np.array(results["confusion"]), split.names, run_dir / "confusion.png",
+                   f"{transform.name}: {100 * results['accuracy']:.1f}% (chance {100 * results['chance']:.1f}%)")
+    plot_history(outcome.history, results["chance"], run_dir / "history.png", f"{cfg.data.name} / {transform.name}")
+    write_json(results, run_dir / "results.json")
+    (run_dir / "failed.json").unlink(missing_ok=True)  # an earlier attempt diverged; this one finished
+
+
+def _log_run(data_name: str, results: dict[str, Any], run_dir: Path) -> None:
+    """The run's result lines: accuracy, per dataset, the probes, the verdict, what was skipped or repaired,
+    and where the files are."""
+    verdict, dupes = results["verdict"], results["duplicates"]
+    logger.info("\n%s / %s / seed %s: %s", data_name, results["transform"], results["seed"], format_accuracy(results))
+    logger.info("  per dataset: %s", ", ".join(f"{k} {100 * v:.1f}%" for k, v in results["per_dataset"].items()))
+    if results["baselines"]:
+        logger.info("  baselines (linear probes, same split and inputs): %s", format_baselines(results["baselines"]))
+    logger.info("  verdict: %s (%s)", verdict["verdict"], verdict["reason"])
+    if results["skipped"]:
+        logger.info("  skipped %d unusable files (listed in results.json)", len(results["skipped"]))
+    if dupes["train_val"] or dupes["across_datasets"]:
+        logger.info("  exact duplicates: %s val images also in train, %s contents in more than one dataset",
+                    dupes["train_val"], dupes["across_datasets"])
+    for note in results["repaired"]:
+        logger.info("  repaired: %s", note)
+    logger.info("  results: %s\n  figures: %s, %s", run_dir / "results.json", run_dir / "confusion.png",
+                run_dir / "history.png")
 
 
 def _train(cfg: DictConfig, recipe: dict[str, Any], model_cfg: dict[str, Any], split: Split, transform: Transform,
@@ -497,8 +573,9 @@ def precompute_for_config(cfg: DictConfig) -> dict[str, Any]:
     summary = {"folder": str(report.folder), "computed": report.computed, "reused": report.reused,
                "repaired": report.repaired, "failed": len(report.failed), "repaired_files": report.repaired_files}
     if state.is_main_process:
-        print(f"{transform.name}: {report.computed} computed ({report.repaired} of them repaired), {report.reused} "
-              f"reused, {len(report.failed)} failed -> {report.folder} (manifest.json lists failures)")
+        logger.info(f"{transform.name}: {report.computed} computed ({report.repaired} of them repaired), "
+                    f"{report.reused} reused, {len(report.failed)} failed -> {report.folder} (manifest.json lists "
+                    "failures)")
         for note in report.repaired_files:
-            print(f"  repaired: {note}")
+            logger.info("  repaired: %s", note)
     return summary

@@ -12,6 +12,7 @@ output) makes its row failed, listed with the epoch and step, never an accuracy;
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from bias.experiment.published import YCD_CHANCE, published_accuracy
 from bias.experiment.results import bootstrap_ci
 from bias.experiment.verdict import LEARNED, verdict_marker
 
+logger = logging.getLogger(__name__)
 FAMILY_ORDER = ("reference", "semantic", "structural", "spatial", "colour", "frequency")
 
 
@@ -371,7 +373,7 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
             try:
                 runs.append(run_classification(sub, transform))
             except TrainingDiverged as err:  # recorded in the run's failed.json; the table says so and goes on
-                print(f"error: {label}, seed {s}: {err}")
+                logger.error("error: %s, seed %s: %s", label, s, err)
                 runs.append({"status": "failed", "seed": s, "transform": transform.name, "family": transform.family,
                              "failure": {"what": err.what, "epoch": err.epoch, "step": err.step, "reason": str(err)}})
             dirs.append(run_dir_for(sub, s))
@@ -408,5 +410,5 @@ def run_table(cfg, task_overrides: Sequence[str]) -> tuple[Path, Path]:
                              stored=stored)
     if not state.is_main_process:
         return md, png
-    print(f"table: {md}\nfigure: {png}")
+    logger.info("table: %s\nfigure: %s", md, png)
     return md, png

@@ -15,6 +15,7 @@ loss of every step.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from bias.generation.diffusion import Diffusion, predict
 from bias.generation.latents import LatentSet
 from bias.generation.options import TrainOptions
 
+logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 SEED_SALT_STEP = 31
 
@@ -111,7 +113,8 @@ def train_dit(model: torch.nn.Module, latents: LatentSet, diffusion: Diffusion, 
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         step, losses = int(state["step"]), list(state["losses"])
-        accelerator.print(f"{log_prefix}resuming from {ckpt} at step {step}")
+        if accelerator.is_local_main_process:
+            logger.info("%sresuming from %s at step %d", log_prefix, ckpt, step)
     resumed_from = step
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.to(accelerator.device)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,7 +64,8 @@ from bias.generation.options import SampleOptions, TrainOptions, options_from
 from bias.generation.train import train_dit
 from bias.inference.store import encode_png
 
-RUNTIME_KEYS = ("out", "cache_dir", "num_workers", "datasets", "print_config")
+logger = logging.getLogger(__name__)
+RUNTIME_KEYS = ("out", "cache_dir", "num_workers", "datasets", "print_config", "log_level")
 #: called on every process after each checkpoint: `callback(dataset, step)`
 DatasetStepCallback = Callable[[str, int], None]
 
@@ -300,7 +302,8 @@ def run_uncon_gen(cfg: Any, callbacks: Sequence[DatasetStepCallback] = ()) -> di
         ok, _ = store.stored(sha, verify=False)
         done = folder / "samples.json"
         if done.exists() and json.loads(done.read_text()).get("n") == config.sample.n:
-            accelerator.print(f"{name}: reusing the finished generator and samples in {folder}")
+            if accelerator.is_local_main_process:
+                logger.info("%s: reusing the finished generator and samples in %s", name, folder)
             summary["datasets"][name] = json.loads(done.read_text())
             continue
         model = _dit_init(config, name, latent_shape[0], latent_shape[1])
@@ -344,6 +347,7 @@ def run_uncon_gen(cfg: Any, callbacks: Sequence[DatasetStepCallback] = ()) -> di
         summary["datasets"] = {n: done_all[n] for n in split.names if n in done_all}
         summary["classify"] = classify_command(summary["datasets"], config.sample.n)
         write_json(summary, out / "generated.json")
-        print(f"uncon_gen: samples of {', '.join(summary['datasets'])} in {out}\n  classify them: {summary['classify']}")
+        logger.info("uncon_gen: samples of %s in %s\n  classify them: %s", ", ".join(summary["datasets"]), out,
+                    summary["classify"])
     accelerator.end_training()
     return summary

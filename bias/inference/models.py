@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cache root of URL downloads (default: $BIAS_CACHE_DIR or ./cache)")
     parser.add_argument("names", nargs="*", help="only these entries")
     args = parser.parse_args(argv)
+    # the listing is what this command is asked for (its output, like `ls`), so it is printed, not logged
     for name in args.names or list(CATALOGUE):
         e = entry(name)
         found, where = on_disk(e, args.cache)

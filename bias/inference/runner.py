@@ -39,7 +39,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -417,90 +417,128 @@ def _run_locked(model: BatchModel, mine_hashes: np.ndarray, mine_paths: StringCo
 def _compute(model: BatchModel, paths: StringColumn, hashes: np.ndarray, damaged: np.ndarray, store: OutputStore,
              resize_shorter: int | None, num_workers: int | None, show_progress: bool,
              counts: dict[str, Any], timings: RunTimings | None = None) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Compute and store the outputs of `paths`: start the loader, load the model, run every batch (`_BatchStep`),
+    then always finish the writer and free the model. Returns (failures, counts)."""
     device = resolve_device(model.runtime_device())
     dtype = model.runtime_dtype(device)
-    workers = default_workers(num_workers) if len(hashes) >= MIN_ITEMS_FOR_WORKERS else 0  # start-up costs more
-    loader = DataLoader(_Pending(model, paths, hashes, resize_shorter), batch_size=max(1, int(model.batch_size)),
-                        shuffle=False, num_workers=workers, collate_fn=_Collate(model),
-                        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    loader = _loader(model, paths, hashes, resize_shorter, num_workers, device)
     batches = iter(loader)  # start the workers before the model is loaded: they never hold its weights
-    clock = time.perf_counter
-    mark = clock()
+    mark = time.perf_counter()
     model.load(device, dtype)
     if timings is not None:
-        timings.load = clock() - mark
-    forward = _Forward(model, device, dtype)
-    writer = _Writer(store)
-    writer.start()
-    failures: list[dict[str, str]] = []
-    repaired_shas = {h.decode("ascii") for h in hashes[damaged]}
-    sync = timings is not None and device.type == "cuda"
-
-    def failed(sha: str, path: str, reason: str, stage: str) -> None:
-        writer.writer.fail(sha, reason, stage)
-        failures.append({"path": path, "reason": reason, "stage": stage})
-
+        timings.load = time.perf_counter() - mark
+    step = _BatchStep(model, _Forward(model, device, dtype), _Writer(store),
+                      device if timings is not None and device.type == "cuda" else None)
+    step.writer.start()
     try:
-        bar = progress_bar(total=len(hashes), desc=f"{model.name}", unit="img", disable=not show_progress)
-        mark = clock()
-        for keys, batch, bad in batches:
-            got = clock()
-            post = submit = 0.0
-            for f in bad:
-                failed(f.sha1, f.path, f.reason, f.stage)
-            if keys:
-                try:
-                    pieces = forward(batch)
-                    if sync:
-                        torch.cuda.synchronize(device)
-                except Exception as err:
-                    if is_out_of_memory(err):
-                        raise
-                    for sha, path in keys:
-                        failed(sha, path, f"{type(err).__name__}: {err}", "forward")
-                    pieces = []
-                ran = clock()
-                done = 0
-                for out, piece in pieces:
-                    n = batch_len(piece)
-                    these = keys[done:done + n]
-                    done += n
-                    start_post = clock()
-                    try:
-                        items = model.postprocess(out, piece)
-                        if len(items) != n:
-                            raise ValueError(f"postprocess returned {len(items)} items for a batch of {n}")
-                    except Exception as err:  # noqa: BLE001  (listed per item, the run goes on)
-                        for sha, path in these:
-                            failed(sha, path, f"{type(err).__name__}: {err}", "postprocess")
-                        post += clock() - start_post
-                        continue
-                    start_submit = clock()
-                    post += start_submit - start_post
-                    writer.submit(list(zip(these, items)))
-                    submit += clock() - start_submit
-            else:
-                ran = got
-            bar.update(len(keys) + len(bad))
-            if timings is not None:
-                timing = BatchTiming(len(keys) + len(bad), got - mark, ran - got, post, submit)
-                timings.batches.append(timing)
-                if timings.on_batch is not None:
-                    timings.on_batch(timing)
-            mark = clock()
-        bar.close()
+        _run_batches(batches, step, len(hashes), model.name, show_progress, timings)
     finally:
-        mark = clock()
-        writer.finish()
+        mark = time.perf_counter()
+        step.writer.finish()
         model.unload()
         del batches, loader
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if timings is not None:
-            timings.finish = clock() - mark
-    failures += writer.failures
-    counts.update(computed=len(writer.stored), repaired=len(repaired_shas & writer.stored), failed=len(failures),
-                  oom_retries=forward.retries)
+            timings.finish = time.perf_counter() - mark
+    failures = step.failures + step.writer.failures
+    repaired_shas = {h.decode("ascii") for h in hashes[damaged]}
+    counts.update(computed=len(step.writer.stored), repaired=len(repaired_shas & step.writer.stored),
+                  failed=len(failures), oom_retries=step.forward.retries)
     return failures, counts
+
+
+def _loader(model: BatchModel, paths: StringColumn, hashes: np.ndarray, resize_shorter: int | None,
+            num_workers: int | None, device: torch.device) -> DataLoader:
+    """The batches still to compute, decoded by worker processes (none for a few items: start-up costs more)."""
+    workers = default_workers(num_workers) if len(hashes) >= MIN_ITEMS_FOR_WORKERS else 0
+    return DataLoader(_Pending(model, paths, hashes, resize_shorter), batch_size=max(1, int(model.batch_size)),
+                      shuffle=False, num_workers=workers, collate_fn=_Collate(model),
+                      pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _run_batches(batches: Iterator[Any], step: _BatchStep, total: int, desc: str, show_progress: bool,
+                 timings: RunTimings | None) -> None:
+    """The main loop: every batch through `step`, a progress bar, and each batch's timing when asked."""
+    bar = progress_bar(total=total, desc=desc, unit="img", disable=not show_progress)
+    mark = time.perf_counter()
+    for keys, batch, bad in batches:
+        got = time.perf_counter()
+        ran, post, submit = step(keys, batch, bad, got)
+        bar.update(len(keys) + len(bad))
+        if timings is not None:
+            timing = BatchTiming(len(keys) + len(bad), got - mark, ran - got, post, submit)
+            timings.batches.append(timing)
+            if timings.on_batch is not None:
+                timings.on_batch(timing)
+        mark = time.perf_counter()
+    bar.close()
+
+
+class _BatchStep:
+    """One batch through the model: forward, postprocess each piece, hand the items to the writer.
+
+    A failure is recorded per item (from the loader: stage `transform` or `preprocess`; here `forward` or
+    `postprocess`) and the run goes on; running out of memory is raised (`_Forward` retried smaller pieces
+    already). `sync_device`: a CUDA device to synchronise after the forward pass, so that its timing is the
+    computation's."""
+
+    def __init__(self, model: BatchModel, forward: _Forward, writer: _Writer, sync_device: torch.device | None):
+        self.model, self.forward, self.writer, self.sync_device = model, forward, writer, sync_device
+        self.failures: list[dict[str, str]] = []
+
+    def fail(self, sha: str, path: str, reason: str, stage: str) -> None:
+        self.writer.writer.fail(sha, reason, stage)
+        self.failures.append({"path": path, "reason": reason, "stage": stage})
+
+    def __call__(self, keys: list[tuple[str, str]], batch: Any, bad: list[_Failure], got: float
+                 ) -> tuple[float, float, float]:
+        """(when the forward pass ended, seconds in postprocess, seconds handing items to the writer)."""
+        for f in bad:
+            self.fail(f.sha1, f.path, f.reason, f.stage)
+        if not keys:
+            return got, 0.0, 0.0
+        pieces = self._forward(keys, batch)
+        ran = time.perf_counter()
+        post, submit = self._postprocess_and_submit(keys, pieces)
+        return ran, post, submit
+
+    def _forward(self, keys: list[tuple[str, str]], batch: Any) -> list[tuple[Any, Any]]:
+        try:
+            pieces = self.forward(batch)
+            if self.sync_device is not None:
+                torch.cuda.synchronize(self.sync_device)
+            return pieces
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise
+            for sha, path in keys:
+                self.fail(sha, path, f"{type(err).__name__}: {err}", "forward")
+            return []
+
+    def _postprocess_and_submit(self, keys: list[tuple[str, str]], pieces: list[tuple[Any, Any]]
+                                ) -> tuple[float, float]:
+        clock = time.perf_counter
+        post = submit = 0.0
+        done = 0
+        for out, piece in pieces:
+            n = batch_len(piece)
+            these = keys[done:done + n]
+            done += n
+            start_post = clock()
+            try:
+                items = self.model.postprocess(out, piece)
+                if len(items) != n:
+                    raise ValueError(f"postprocess returned {len(items)} items for a batch of {n}")
+            except Exception as err:  # noqa: BLE001  (listed per item, the run goes on)
+                for sha, path in these:
+                    self.fail(sha, path, f"{type(err).__name__}: {err}", "postprocess")
+                post += clock() - start_post
+                continue
+            start_submit = clock()
+            post += start_submit - start_post
+            self.writer.submit(list(zip(these, items)))
+            submit += clock() - start_submit
+        return post, submit

@@ -26,6 +26,7 @@ boundaries, t-SNE) are left out and listed as such.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +46,8 @@ from memorization.study import ClassificationEvaluator, Group, baseline_groups, 
 from memorization.zoo.store import _plain, config_hash
 from memorization.zoo.tasks import Task
 
-RUNTIME_KEYS = ("out", "progress", "print_config", "device")
+logger = logging.getLogger(__name__)
+RUNTIME_KEYS = ("out", "progress", "print_config", "device", "log_level")
 
 
 def _plain_cfg(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -184,8 +186,9 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
     streamed = need > float(cfg.metrics.memory_gb) * 2 ** 30
     chunk, device = int(cfg.metrics.chunk), cfg.get("device")
     model_cfg = {"kind": kinds["model"], **_plain_cfg(cfg.model)}
-    print(f"audit: {len(train)} training and {len(generated)} generated checkpoints of {model.spec.numel()} audited "
-          f"parameters ({'streamed in blocks' if streamed else 'in memory'}; float32 need {need / 2**30:.2f} GiB)")
+    logger.info(f"audit: {len(train)} training and {len(generated)} generated checkpoints of {model.spec.numel()} "
+                f"audited parameters ({'streamed in blocks' if streamed else 'in memory'}; float32 need "
+                f"{need / 2**30:.2f} GiB)")
     timings: dict[str, float] = {}
     t0 = time.time()
     seeds = {"baselines": {}, "plots": derive_seed(int(cfg.seed), "plots")}
@@ -263,7 +266,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
 
     write_json(result, out / "audit.json")
     write_audit_report(out / "report.md", result, evaluator)
-    print(f"verdict: {verdict['verdict']} -- {verdict['reason']}\n  report: {out / 'report.md'}")
+    logger.info(f"verdict: {verdict['verdict']} -- {verdict['reason']}\n  report: {out / 'report.md'}")
     return result
 
 
