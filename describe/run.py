@@ -1,4 +1,4 @@
-"""`run_describe(cfg)`: everything `scripts/describe.py` does, from a composed describe config to report.html.
+"""`run_describe(cfg)`: everything `scripts/describe_data.py` does, from a composed describe config to report.html.
 
 1. Check everything that needs no heavy work: the config against its schema (`DescribeConfig`), the data
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
@@ -324,7 +324,7 @@ def run_stages(ctx: StageContext, stages: Mapping[str, Stage], times: dict[str, 
 
 
 def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[str, Any]:
-    """`scripts/describe.py`: the whole describe run (module docstring); returns a summary with the report path.
+    """`scripts/describe_data.py`: the whole describe run (module docstring); returns a summary with the report path.
 
     `stages`: the stage slots to use (default `STAGES`, as the integrator filled them).
     """
