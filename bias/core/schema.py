@@ -72,7 +72,8 @@ class _Unresolved:
 class Section(BaseModel):
     """A config section: unknown keys, strings for numbers, bools for integers and nan/inf are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, arbitrary_types_allowed=True,
+                              protected_namespaces=())
 
     @field_validator("*", mode="before")
     @classmethod
@@ -142,6 +143,11 @@ def to_plain(cfg: Any) -> Any:
     """A DictConfig/ListConfig (or plain data holding them) as plain dicts and lists. Unset values stay the string
     '???'; interpolations are resolved one by one (one that points at an unset value becomes '???'; one that cannot
     be resolved becomes a marker that is reported only where it is checked)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        try:  # the common case, in one call; a failing interpolation is looked at node by node below
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - OmegaConf raises several kinds
+            pass
     if isinstance(cfg, DictConfig):
         return {k: _plain_child(cfg, k) for k in cfg.keys()}
     if isinstance(cfg, ListConfig):
@@ -204,13 +210,18 @@ def _nullable(tp: Any) -> bool:
     return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a config uses (the alias, where a field has one)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
 def _annotation_at(schema: type[BaseModel], loc: Sequence[Any]) -> Any:
     """The (raw) annotation of the value at `loc` below the model `schema`, or None when unknown."""
     tp: Any = schema
     for part in loc:
         inner = _unwrap(tp)
         if isinstance(inner, type) and issubclass(inner, BaseModel):
-            field = inner.model_fields.get(str(part))
+            field = _fields(inner).get(str(part))
             if field is None:
                 return None
             tp = field.annotation
@@ -305,7 +316,7 @@ def _message(error: Mapping[str, Any], schema: type[BaseModel], data: Any,
         return loc, f"{key}: missing required key"
     if kind == "extra_forbidden":
         parent = _unwrap(_annotation_at(schema, loc[:-1]))
-        known = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        known = list(_fields(parent)) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
         return loc, f"{key}: unknown key{_suggest(str(loc[-1]), known, _key((*prefix, *loc[:-1])))}"
     if kind == "finite_number":
         return loc, f"{key}: expected a finite number, got {_show(value)}"
@@ -346,7 +357,7 @@ def _cross_checks(data: Any, schema: Any, loc: tuple[Any, ...], bad: list[tuple[
         return []
     out = []
     for name, value in data.items():
-        field = tp.model_fields.get(name)
+        field = _fields(tp).get(name)
         if field is not None:
             out += _cross_checks(value, field.annotation, (*loc, name), bad)
     cross = getattr(tp, "cross_check", None)
@@ -389,11 +400,12 @@ class ConfigSources:
     choices: dict[str, str]
     config_name: str | None
     search_dirs: list[Path]
+    package_dirs: list[Path] = dataclasses.field(default_factory=list)  # shown relative to their parent
 
     @classmethod
     def from_hydra(cls, hydra: Any) -> ConfigSources:
         """From a config's ``hydra`` node (`HydraConfig.get()` or ``cfg.hydra``)."""
-        dirs = []
+        dirs, packages = [], []
         for source in hydra.runtime.get("config_sources") or []:
             if source.schema == "file":
                 dirs.append(Path(source.path))
@@ -402,20 +414,23 @@ class ConfigSources:
                     dirs.append(Path(str(importlib.resources.files(source.path))))
                 except ModuleNotFoundError:
                     continue
+                packages.append(dirs[-1])
         choices = {str(k): str(v) for k, v in (hydra.runtime.get("choices") or {}).items()
                    if v is not None and not str(k).startswith("hydra/")}
-        return cls([str(o) for o in hydra.overrides.get("task") or []], choices, hydra.job.get("config_name"), dirs)
+        return cls([str(o) for o in hydra.overrides.get("task") or []], choices, hydra.job.get("config_name"), dirs,
+                   packages)
 
     def _find(self, relative: str) -> Path | None:
         return next((d / relative for d in self.search_dirs if (d / relative).is_file()), None)
 
     def _show(self, path: Path) -> str:
-        from bias.configs import CONFIG_DIR
-
-        try:
-            return str(Path("configs") / path.resolve().relative_to(CONFIG_DIR))
-        except ValueError:
-            return str(path)
+        """A packaged config file as the package's folder name and its path in it (configs/recipe/cpu.yaml)."""
+        for folder in self.package_dirs:
+            try:
+                return str(Path(folder.name) / path.resolve().relative_to(folder.resolve()))
+            except ValueError:
+                continue
+        return str(path)
 
     def _files(self) -> list[tuple[str, Path, tuple[str, ...]]]:
         """(how it was chosen, file, package) of the command's config, its plain defaults and each group option."""
@@ -453,8 +468,10 @@ class ConfigSources:
                 return f"set by the command-line override {override}"
         found = []
         for chosen, path, package in self._files():
+            if parts[: len(package)] != package:
+                continue
             node: Any = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-            for part in (*package, *parts):
+            for part in parts[len(package):]:
                 if isinstance(node, Mapping) and part in node:
                     node = node[part]
                 elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -475,11 +492,13 @@ def _sources(cfg: Any) -> ConfigSources | None:
     return ConfigSources.from_hydra(HydraConfig.get()) if HydraConfig.initialized() else None
 
 
-def check_config(cfg: Any, schema: type[BaseModel], sources: ConfigSources | None = None) -> dict[str, Any]:
+def check_config(cfg: Any, schema: type[BaseModel], sources: ConfigSources | None = None,
+                 plain: Any = None) -> dict[str, Any]:
     """`cfg` (a composed config without or with its ``hydra`` node, or plain data) as plain data, after one
     `ConfigError` listing every problem against `schema`, each followed by where its key was set when known
-    (`sources`, else the config's ``hydra`` node, else the running Hydra app's)."""
-    plain = to_plain(cfg)
+    (`sources`, else the config's ``hydra`` node, else the running Hydra app's). `plain`: `to_plain(cfg)`, where
+    the caller has it already."""
+    plain = to_plain(cfg) if plain is None else plain
     if isinstance(plain, Mapping):
         plain = {k: v for k, v in plain.items() if k != "hydra"}
     problems = config_problems(plain, schema)

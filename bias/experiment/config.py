@@ -23,6 +23,7 @@ the `???` that the folders, webdataset, hf, list and mixed data configs leave fo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -207,13 +208,16 @@ def transform_schema(name: Any, section: str = "transform") -> type[Section]:
 
     if not isinstance(name, str) or name not in list_transforms():
         return TransformConfig
-    init = get_transform_class(name).__init__
-    keys = {} if init is object.__init__ else signature_keys(init)
-    if keys is None:
-        return TransformConfig
-    return keys_model(f"{section}:{name}", keys, name=(str, ...))
+    return _transform_model(get_transform_class(name), section)
 
 
+@functools.cache
+def _transform_model(cls: type, section: str) -> type[Section]:
+    keys = {} if cls.__init__ is object.__init__ else signature_keys(cls.__init__)
+    return TransformConfig if keys is None else keys_model(f"{section}:{cls.name}", keys, name=(str, ...))
+
+
+@functools.cache
 def _generator_schema() -> type[Section]:
     from bias.data.planted import AXES, PlantedConfig
 
@@ -311,4 +315,4 @@ def validate_classify_config(cfg: Any) -> None:
     plain = to_plain(cfg)
     if not isinstance(plain, Mapping):
         raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    check_config(cfg, classify_schema(plain))
+    check_config(cfg, classify_schema(plain), plain=plain)
