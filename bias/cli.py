@@ -66,37 +66,35 @@ def fail_cleanly() -> Iterator[None]:
         sys.exit(f"error: {line}")
 
 
-def validate_config(config_name: str, cfg: Any) -> dict[str, Any]:
-    """The composed config of the command `config_name` against its schema: one `ConfigError` naming every wrong key
-    (an unknown one in any section included) and where it was set; returns the plain config."""
-    if config_name in ("classify", "table", "transform"):
-        from bias.experiment.config import validate_classify_config
+#: each command's config -> the function that checks it against its schema ("module:function")
+VALIDATORS = {
+    "classify": "bias.experiment.config:validate_classify_config",
+    "table": "bias.experiment.config:validate_classify_config",
+    "transform": "bias.experiment.config:validate_classify_config",
+    "describe": "describe.run:validate_describe_config",
+    "memorize": "memorization.config:validate_memorize_config",
+    "audit": "memorization.config:validate_audit_config",
+    "download": "bias.data.download_config:validate_download_config",
+    "uncon_gen": "bias.cli:_validate_uncon_gen",
+}
 
-        validate_classify_config(cfg)
-        return {}
-    if config_name == "describe":
-        from describe.run import validate_describe_config
 
-        return validate_describe_config(cfg)
-    if config_name == "memorize":
-        from memorization.config import validate_memorize_config
+def validate_config(config_name: str, cfg: Any) -> None:
+    """The composed config of the command `config_name` against its schema (`VALIDATORS`): one `ConfigError`
+    naming every wrong key (an unknown one in any section included) and where it was set."""
+    import importlib
 
-        return validate_memorize_config(cfg)
-    if config_name == "audit":
-        from memorization.config import validate_audit_config
+    module, _, function = VALIDATORS[config_name].partition(":")
+    getattr(importlib.import_module(module), function)(cfg)
 
-        return validate_audit_config(cfg)
-    if config_name == "download":
-        from bias.data.download_config import validate_download_config
 
-        return validate_download_config(cfg)
-    if config_name == "uncon_gen":
-        from bias.core.schema import to_plain
-        from bias.experiment.config import data_schema
-        from bias.generation.config import validate_uncon_gen_config
+def _validate_uncon_gen(cfg: Any) -> None:
+    """uncon_gen's schema with classify's data schema (`bias.generation` sits beside `bias.experiment`)."""
+    from bias.core.schema import to_plain
+    from bias.experiment.config import data_schema
+    from bias.generation.config import validate_uncon_gen_config
 
-        return validate_uncon_gen_config(cfg, data_schema(to_plain(cfg).get("data")))
-    raise ValueError(f"no schema for the config {config_name!r}")
+    validate_uncon_gen_config(cfg, data_schema(to_plain(cfg).get("data")))
 
 
 #: the flags of a Hydra command line that take a value
@@ -117,12 +115,11 @@ def check_overrides(config_name: str, argv: Sequence[str], config_path: str = CO
 
     if any(a.split("=", 1)[0] in _NO_PRECHECK for a in argv):
         return
-    overrides, skip = [], False
-    for arg in argv:
-        if skip or arg in _HYDRA_FLAGS_WITH_VALUE:
-            skip = not skip and "=" not in arg
-            continue
-        if not arg.startswith("-"):
+    overrides, args = [], iter(argv)
+    for arg in args:
+        if arg in _HYDRA_FLAGS_WITH_VALUE:
+            next(args, None)  # the flag's value
+        elif not arg.startswith("-"):
             overrides.append(arg)
     given = list(overrides)
     init = (initialize_config_module(config_path.removeprefix("pkg://"), version_base=None)

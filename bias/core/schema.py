@@ -43,7 +43,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Field,
     Strict,
     ValidationError,
     create_model,
@@ -513,6 +512,8 @@ def check_config(cfg: Any, schema: type[BaseModel], sources: ConfigSources | Non
 def _with_source(problem: str, sources: ConfigSources) -> str:
     key = problem.split(":", 1)[0].removesuffix(" is not set")
     where = sources.where(key)
+    if where and " is not set: " in problem.split(":", 1)[0] + ": ":
+        where = where.replace("set in ", "left unset (???) in ", 1)
     return f"{problem} [{where}]" if where else problem
 
 
@@ -527,6 +528,3 @@ def _error(problems: list[str]) -> ConfigError:
     err.key = problems[0].split(":", 1)[0].removesuffix(" is not set")
     return err
 
-
-Positive = Annotated[int, Field(gt=0)]
-NonNegative = Annotated[int, Field(ge=0)]
