@@ -37,7 +37,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, create_model
 
 from bias.core.errors import BiasError, ConfigError, DataError, MissingModelError
-from bias.core.schema import Section, check_config, keys_model, signature_keys, to_plain
+from bias.core.schema import (
+    LogLevel,
+    NonNegativeInt,
+    PositiveInt,
+    Section,
+    keys_model,
+    signature_keys,
+    validate_with,
+)
 from bias.experiment.config import DataConfig, TransformConfig, data_schema, transform_schema
 
 STAGE_ORDER = ("objects", "language", "themes", "differences", "explained")
@@ -47,8 +55,6 @@ NOT_RUN, DONE, FAILED, SKIPPED = "not run", "done", "failed", "skipped"
 
 # --- the config -------------------------------------------------------------------------------------------
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
 Device = str
 
 
@@ -138,7 +144,7 @@ class DescribeConfig(Section):
     runs_root: str = "runs"
     num_workers: NonNegativeInt | None = None
     print_config: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     compute_captions: bool = True
     classify: bool = False
     classify_overrides: list[str] = []
@@ -188,10 +194,7 @@ def describe_schema(plain: Mapping[str, Any]) -> type[DescribeConfig]:
 def validate_describe_config(cfg: Any) -> dict[str, Any]:
     """One `ConfigError` naming the key (and where it was set) when the describe config is wrong; returns the plain
     config (no `hydra`)."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    return check_config(cfg, describe_schema(plain), plain=plain)
+    return validate_with(cfg, describe_schema)
 
 
 def describe_dir(cfg: Any) -> Path:

@@ -14,13 +14,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
-from bias.core.errors import ConfigError
-from bias.core.schema import Section, check_config, dataclass_keys, keys_model, signature_keys, to_plain
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-LogLevel = Literal["debug", "info", "warning", "error"]
+from bias.core.schema import (
+    LogLevel,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Section,
+    dataclass_keys,
+    keys_model,
+    signature_keys,
+    validate_with,
+)
 
 
 class VerdictSection(Section):
@@ -131,10 +135,7 @@ def memorize_schema(plain: Mapping[str, Any]) -> type[MemorizeConfig]:
 
 def validate_memorize_config(cfg: Any) -> dict[str, Any]:
     """One `ConfigError` naming every wrong key of a composed memorize config (and where it was set)."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    return check_config(cfg, memorize_schema(plain), plain=plain)
+    return validate_with(cfg, memorize_schema)
 
 
 # --- audit -------------------------------------------------------------------------------------------------
@@ -164,11 +165,7 @@ class ZooTask(Section):
     kwargs: dict[str, Any] | None = None
 
 
-class CallableTask(Section):
-    kind: Literal["callable"]
-    target: str
-    kwargs: dict[str, Any] | None = None
-    path: str | None = None
+class CallableTask(CallableModel):
     num_classes: PositiveInt | None = None
 
 
@@ -262,7 +259,4 @@ def audit_schema(plain: Mapping[str, Any]) -> type[AuditConfig]:
 
 def validate_audit_config(cfg: Any) -> dict[str, Any]:
     """One `ConfigError` naming every wrong key of a composed audit config (and where it was set)."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    return check_config(cfg, audit_schema(plain), plain=plain)
+    return validate_with(cfg, audit_schema)

@@ -43,6 +43,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     Strict,
     ValidationError,
     create_model,
@@ -52,8 +53,9 @@ from pydantic_core import PydanticCustomError
 
 from bias.core.errors import ConfigError
 
-__all__ = ["MISSING", "ConfigSources", "Ordered", "Section", "Unique", "check_config", "config_problems",
-           "keys_model", "to_plain"]
+__all__ = ["MISSING", "ConfigSources", "LogLevel", "NonNegativeFloat", "NonNegativeInt", "Ordered", "PositiveFloat",
+           "PositiveInt", "Section", "Unique", "check_config", "config_problems", "keys_model", "to_plain",
+           "validate_with"]
 
 #: Hydra's / OmegaConf's marker of a value the user must set.
 MISSING = "???"
@@ -109,6 +111,12 @@ def _ordered(values: Sequence[Any]) -> Sequence[Any]:
 
 Unique = AfterValidator(_unique)
 Ordered = AfterValidator(_ordered)
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: the top-level `log_level` every command takes
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def keys_model(model_name: str, keys: Mapping[str, bool], /, **typed: Any) -> type[Section]:
@@ -507,6 +515,16 @@ def check_config(cfg: Any, schema: type[BaseModel], sources: ConfigSources | Non
             problems = [_with_source(p, sources) for p in problems]
         raise _error(problems)
     return plain
+
+
+def validate_with(cfg: Any, schema: type[BaseModel] | Callable[[Mapping[str, Any]], type[BaseModel]]) -> dict[str, Any]:
+    """`check_config` with `schema`, or with the schema that `schema(plain)` builds from the plain config (sections
+    whose keys depend on a name in the config: a transform, a data source kind); returns the plain config."""
+    plain = to_plain(cfg)
+    if not isinstance(plain, Mapping):
+        raise ConfigError(f"the config: expected a mapping, got {_show(plain)}")
+    model = schema if isinstance(schema, type) else schema(plain)
+    return check_config(cfg, model, plain=plain)
 
 
 def _with_source(problem: str, sources: ConfigSources) -> str:

@@ -8,12 +8,11 @@ may be added there (`bias.data.download` refuses the ones the URL sample sets).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, create_model
 
-from bias.core.errors import ConfigError
-from bias.core.schema import Section, check_config, keys_model, signature_keys, to_plain
+from bias.core.schema import LogLevel, Section, keys_model, signature_keys, validate_with
 
 
 class DownloadConfig(Section):
@@ -29,7 +28,7 @@ class DownloadConfig(Section):
     readers: dict[str, Any] = {}
     img2dataset: dict[str, Any] | None = None
     print_config: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
 
 
 def reader_schema(name: Any) -> Any:
@@ -54,7 +53,4 @@ def download_schema(plain: Mapping[str, Any]) -> type[DownloadConfig]:
 
 def validate_download_config(cfg: Any) -> dict[str, Any]:
     """One `ConfigError` naming every wrong key of a composed download config (and where it was set)."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    return check_config(cfg, download_schema(plain), plain=plain)
+    return validate_with(cfg, download_schema)

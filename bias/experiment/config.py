@@ -29,19 +29,23 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, create_model
 
-from bias.core.errors import ConfigError
 from bias.core.schema import (
     MISSING,
+    LogLevel,
+    NonNegativeFloat,
+    NonNegativeInt,
     Ordered,
     Pair,
+    PositiveFloat,
+    PositiveInt,
     Section,
     Unique,
-    check_config,
     config_problems,
     dataclass_keys,
     keys_model,
     signature_keys,
     to_plain,
+    validate_with,
 )
 
 T = TypeVar("T")
@@ -49,10 +53,6 @@ T = TypeVar("T")
 __all__ = ["MISSING", "ClassifyConfig", "check_schema", "classify_schema", "schema_problems", "to_plain",
            "validate_classify_config"]
 
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -270,9 +270,6 @@ class VerdictConfig(Section):
     baseline_margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
 
 
-LogLevel = Literal["debug", "info", "warning", "error"]
-
-
 class ClassifyConfig(Section):
     """A composed `classify` (or `table`, `transform`) config, without its `hydra` key."""
 
@@ -312,7 +309,4 @@ def validate_classify_config(cfg: Any) -> None:
 
     Cheap (no data, model or transform is touched): call it before any heavy work. The `hydra` key is ignored;
     see the module docstring for what is and is not checked."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    check_config(cfg, classify_schema(plain), plain=plain)
+    validate_with(cfg, classify_schema)

@@ -7,16 +7,12 @@ diffusers, and `bias.generation.uncon_gen` refuses the DiT keys that follow from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, create_model
 
-from bias.core.errors import ConfigError
-from bias.core.schema import Section, check_config, dataclass_keys, keys_model, to_plain
+from bias.core.schema import LogLevel, PositiveInt, Section, dataclass_keys, keys_model, validate_with
 from bias.generation.options import SampleOptions, TrainOptions
-
-PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class VaeSection(Section):
@@ -40,7 +36,7 @@ class UnconGenConfig(Section):
     num_workers: Annotated[int, Field(ge=0)] | None = None
     datasets: list[str] | None = None
     print_config: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     image_size: PositiveInt = 256
     vae: VaeSection = VaeSection()
     dit: DitSection = DitSection()
@@ -51,8 +47,4 @@ class UnconGenConfig(Section):
 def validate_uncon_gen_config(cfg: Any, data_schema: Any = Any) -> dict[str, Any]:
     """One `ConfigError` naming every wrong key of a composed uncon_gen config (and where it was set); `data_schema`:
     the schema of its `data` section (the command passes classify's)."""
-    plain = to_plain(cfg)
-    if not isinstance(plain, Mapping):
-        raise ConfigError(f"the config: expected a mapping, got {plain!r}")
-    return check_config(cfg, create_model("UnconGenConfig", __base__=UnconGenConfig, data=(data_schema, ...)),
-                        plain=plain)
+    return validate_with(cfg, create_model("UnconGenConfig", __base__=UnconGenConfig, data=(data_schema, ...)))
