@@ -6,6 +6,11 @@ Each is a Hydra app over the packaged configs (`pkg://bias.configs`), so it runs
 directory, installed or from a checkout; add a folder of your own configs with
 `hydra.searchpath=[file:///path/to/configs]` (a `data/mine.yaml` there is then `data=mine`).
 
+Every command checks its composed config against its schema (`VALIDATORS`, pydantic models on
+`bias.core.schema`) before any work: a key that no section takes, or a value of the wrong kind, is one
+line naming the key and where it was set (`check_overrides` does it for a plain override of an unknown
+key, which Hydra would refuse with its own advice).
+
 Errors: a `bias.core.errors.BiasError` (a bad config value, unusable data, a model that is not on
 disk) or an OS error about a user's path (a read-only folder, a file where a folder belongs) ends the
 command with its one-line message; any other exception is a bug and keeps its traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.

@@ -169,6 +169,10 @@ def test_where_a_key_was_set_in_the_shipped_files():
     assert table.where("seed") == "set in configs/classify.yaml"  # table.yaml's defaults list holds classify
     describe = ConfigSources.from_hydra(composed("describe", "transform@captions=caption_long").hydra)
     assert describe.where("captions.prompt") == "set in transform@captions=caption_long (configs/transform/caption_long.yaml)"
+    memorize = ConfigSources.from_hydra(composed("memorize", "study=gpt_cpu").hydra)
+    assert memorize.where("generator.d_model") == ("set in study=gpt_cpu (configs/memorize/study/gpt_cpu.yaml) and "
+                                                   "generator=gpt (configs/memorize/generator/gpt.yaml)")
+    assert memorize.where("task.recipe.epochs") == "set in task=digits_mlp (configs/memorize/task/digits_mlp.yaml)"
     with_override = ConfigSources.from_hydra(composed("classify", "recipe.epochs=2").hydra)
     assert with_override.where("recipe.epochs") == "set by the command-line override recipe.epochs=2"
 

@@ -437,7 +437,10 @@ class ConfigSources:
                 return str(Path(folder.name) / path.resolve().relative_to(folder.resolve()))
             except ValueError:
                 continue
-        return str(path)
+        try:  # a folder of yours: as you would type it from here
+            return str(path.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
 
     def _files(self) -> list[tuple[str, Path, tuple[str, ...]]]:
         """(how it was chosen, file, package) of the command's config, its plain defaults and each group option."""
@@ -463,7 +466,9 @@ class ConfigSources:
         return files
 
     def where(self, key: str) -> str:
-        """Where `key` (dotted, list items as [i]) was set, as a phrase: '' when no source is known."""
+        """Where `key` (dotted, list items as [i]) was set, as a phrase: the command-line override that sets it, else
+        every config file that holds it (the command's own, its plain defaults, the chosen group options); '' when
+        no source is known."""
         parts = tuple(key.replace("[", ".").replace("]", "").split("."))
         for override in self.overrides:
             name, _, value = override.partition("=")
@@ -487,7 +492,7 @@ class ConfigSources:
                     break
             else:
                 found.append(f"{chosen} ({self._show(path)})" if chosen else self._show(path))
-        return f"set in {' and '.join(found[-1:])}" if found else ""
+        return f"set in {' and '.join(found)}" if found else ""
 
 
 def _sources(cfg: Any) -> ConfigSources | None:
