@@ -22,7 +22,8 @@ field below it is wrong.
 `ConfigSources` says where a key was set: a command-line override, a config group option's file
 (``transform=canny (configs/transform/canny.yaml)``) or the command's own config file. `check_config` appends it
 to each problem (``[set by ...]``) when the Hydra run (or a config composed with ``return_hydra_config=True``)
-says which overrides and group options were used.
+says which overrides and group options were used. `validate_with(cfg, schema)` is the one call a command's
+validator makes: the composed config to plain data (`to_plain`), its schema (or the schema built from it), the check.
 """
 
 from __future__ import annotations
