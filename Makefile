@@ -47,7 +47,7 @@ demo: install
 # (much of a test is single-threaded start-up), and keeps two thread pools from fighting over the cores
 PYTEST_WORKERS ?= 2
 describe: neural
-	$(PY) scripts/describe.py
+	$(PY) scripts/describe_data.py
 
 # Debian's chromium for the report's browser test: apt-get as root, or sudo without a password, else one line to run
 chromium:

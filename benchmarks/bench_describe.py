@@ -1,4 +1,4 @@
-"""The describe demo, cold: `python scripts/describe.py` (plus any overrides) in a fresh temporary folder.
+"""The describe demo, cold: `python scripts/describe_data.py` (plus any overrides) in a fresh temporary folder.
 
     python benchmarks/bench_describe.py                       # the demo command (docs/describe.md), cold cache
     python benchmarks/bench_describe.py images_per_dataset=100 --out describe_bench.json
@@ -43,7 +43,7 @@ PROJECTED_CAPTIONS = 10_000
 def run_cold(overrides: list[str], folder: Path) -> dict[str, Any]:
     """The demo command with a fresh cache and output under `folder`; its wall time and what it wrote."""
     out = folder / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "describe.py"), f"cache_dir={folder / 'cache'}", f"out={out}",
+    cmd = [sys.executable, str(ROOT / "scripts" / "describe_data.py"), f"cache_dir={folder / 'cache'}", f"out={out}",
            f"runs_root={folder / 'runs'}", *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     env.pop("BIAS_CACHE_DIR", None)
@@ -107,7 +107,7 @@ def projection(result: dict[str, Any], prefill_tps: float, decode_tps: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for scripts/describe.py (none: the demo)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for scripts/describe_data.py (none: the demo)")
     parser.add_argument("--prefill-tps", type=float, default=5000.0, help="ASSUMED prompt tokens/s of a 7B LLM")
     parser.add_argument("--decode-tps", type=float, default=1000.0, help="ASSUMED generated tokens/s of a 7B LLM")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")

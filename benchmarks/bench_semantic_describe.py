@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_semantic_describe.py [--sets DIR] [--cache DIR] [--runs DIR] [--only a,b]
 
-Builds the sets of benchmarks/semantic_sets.py when missing, runs `scripts/describe.py data=folders ...` on each
+Builds the sets of benchmarks/semantic_sets.py when missing, runs `scripts/describe_data.py data=folders ...` on each
 with the offline defaults (nothing else overridden), and reads each dataset's top trait from the differences
 stage: its findings (``finding``: proposed for it, q < differences.q, more common in it) ordered by AUROC, the
 first. The trait names the
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = ", ".join(f"{d}: {args.sets / name / d}" for d in spec.datasets)
         out = args.runs / name
         start = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "describe.py"), "data=folders",
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "describe_data.py"), "data=folders",
                         f"data.paths={{{paths}}}", f"cache_dir={args.cache}", f"out={out}", *args.extra], check=True,
                        stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start

@@ -6,6 +6,11 @@ Each is a Hydra app over the packaged configs (`pkg://bias.configs`), so it runs
 directory, installed or from a checkout; add a folder of your own configs with
 `hydra.searchpath=[file:///path/to/configs]` (a `data/mine.yaml` there is then `data=mine`).
 
+Every command checks its composed config against its schema (`VALIDATORS`, pydantic models on
+`bias.core.schema`) before any work: a key that no section takes, or a value of the wrong kind, is one
+line naming the key and where it was set (`check_overrides` does it for a plain override of an unknown
+key, which Hydra would refuse with its own advice).
+
 Errors: a `bias.core.errors.BiasError` (a bad config value, unusable data, a model that is not on
 disk) or an OS error about a user's path (a read-only folder, a file where a folder belongs) ends the
 command with its one-line message; any other exception is a bug and keeps its traceback. `BIAS_TRACEBACK=1` shows the traceback of a `BiasError` too.
@@ -70,8 +75,91 @@ def fail_cleanly() -> Iterator[None]:
         sys.exit(f"error: {line}")
 
 
+#: each command's config -> the function that checks it against its schema ("module:function")
+VALIDATORS = {
+    "classify": "bias.experiment.config:validate_classify_config",
+    "table": "bias.experiment.config:validate_classify_config",
+    "transform": "bias.experiment.config:validate_classify_config",
+    "describe": "describe.run:validate_describe_config",
+    "memorize": "memorization.config:validate_memorize_config",
+    "audit": "memorization.config:validate_audit_config",
+    "download": "bias.data.download_config:validate_download_config",
+    "uncon_gen": "bias.cli:_validate_uncon_gen",
+}
+
+
+def validate_config(config_name: str, cfg: Any) -> None:
+    """The composed config of the command `config_name` against its schema (`VALIDATORS`): one `ConfigError`
+    naming every wrong key (an unknown one in any section included) and where it was set."""
+    import importlib
+
+    module, _, function = VALIDATORS[config_name].partition(":")
+    getattr(importlib.import_module(module), function)(cfg)
+
+
+def _validate_uncon_gen(cfg: Any) -> None:
+    """uncon_gen's schema with classify's data schema (`bias.generation` sits beside `bias.experiment`)."""
+    from bias.core.schema import to_plain
+    from bias.experiment.config import data_schema
+    from bias.generation.config import validate_uncon_gen_config
+
+    validate_uncon_gen_config(cfg, data_schema(to_plain(cfg).get("data")))
+
+
+#: the flags of a Hydra command line that take a value
+_HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
+#: flags after which the command does not run the config as given (another config, a sweep): no pre-check
+_NO_PRECHECK = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--multirun", "-m",
+                "--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--version"}
+
+
+def check_overrides(config_name: str, argv: Sequence[str], config_path: str = CONFIG_PATH) -> None:
+    """An override of a key that no config file has (``recipe.epochz=3``) is refused by Hydra with its own advice
+    to add it with ``+``; refuse it here instead, with the schema's message (``recipe.epochz: unknown key (did you
+    mean recipe.epochs?) [set by the command-line override recipe.epochz=3]``). Composes the config once with
+    the Hydra compose API (no run); anything else Hydra refuses is left to Hydra to report."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import DictConfig, open_dict
+
+    if any(a.split("=", 1)[0] in _NO_PRECHECK for a in argv):
+        return
+    overrides, args = [], iter(argv)
+    for arg in args:
+        if arg in _HYDRA_FLAGS_WITH_VALUE:
+            next(args, None)  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    given = list(overrides)
+    init = (initialize_config_module(config_path.removeprefix("pkg://"), version_base=None)
+            if config_path.startswith("pkg://") else initialize_config_dir(config_path, version_base=None))
+    with init:
+        for _ in range(len(overrides) + 1):
+            try:
+                cfg = compose(config_name, overrides, return_hydra_config=True)
+                break
+            except HydraException as err:
+                cause = f"{err} {err.__cause__ or ''}"
+                bad = next((i for i, o in enumerate(overrides) if not o.startswith(("+", "~"))
+                            and f"Could not override '{o.split('=', 1)[0]}'" in cause and "not in struct" in cause),
+                           None)
+                if bad is None:
+                    return  # Hydra's own message says what is wrong
+                overrides[bad] = "+" + overrides[bad]
+        else:
+            return
+    if overrides == given or not isinstance(cfg, DictConfig):
+        return
+    with open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = given  # where a key was set: the override as the user wrote it
+    validate_config(config_name, cfg)
+    added = next(o for o, g in zip(overrides, given) if o != g)  # a key the schema knows but no config file sets
+    raise ConfigError(f"{added[1:].split('=', 1)[0]}: not in the config files; add it with {added}")
+
+
 def _hydra_app(config_name: str, body: Callable[[Any], None], config_path: str = CONFIG_PATH) -> Callable[[], None]:
-    """A Hydra main over the packaged configs (or the folder `config_path`) that runs `body(cfg)` with `fail_cleanly`."""
+    """A Hydra main over the packaged configs (or the folder `config_path`) that runs `body(cfg)` with `fail_cleanly`,
+    after the config is checked against its schema (`validate_config`)."""
 
     def command() -> None:
         import hydra
@@ -87,10 +175,13 @@ def _hydra_app(config_name: str, body: Callable[[Any], None], config_path: str =
                 if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
                     raise ConfigError(f"threads: expected a positive integer or null, got {threads!r}")
                 configure_threads(threads)
+                validate_config(config_name, cfg)
                 body(cfg)
             shutdown_distributed()
 
         check_command_line(sys.argv[1:])
+        with fail_cleanly():
+            check_overrides(config_name, sys.argv[1:], config_path)
         main()
 
     return command

@@ -23,7 +23,7 @@ def _compose_classify(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    if GlobalHydra.instance().is_initialized():  # inside scripts/describe.py: the same config search path
+    if GlobalHydra.instance().is_initialized():  # inside scripts/describe_data.py: the same config search path
         return compose(config_name="classify", overrides=overrides)
     with initialize_config_module(config_module="bias.configs", version_base=None):
         return compose(config_name="classify", overrides=overrides)

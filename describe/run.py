@@ -1,4 +1,4 @@
-"""`run_describe(cfg)`: everything `scripts/describe.py` does, from a composed describe config to report.html.
+"""`run_describe(cfg)`: everything `scripts/describe_data.py` does, from a composed describe config to report.html.
 
 1. Check everything that needs no heavy work: the config against its schema (`DescribeConfig`), the data
    sources, the caption transform, each configured stage's `check_ready` (a missing model is a
@@ -31,12 +31,23 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, create_model
 
 from bias.core.errors import BiasError, ConfigError, DataError, MissingModelError
-from bias.experiment.config import DataConfig, TransformConfig, _c, check_schema, to_plain
+from bias.core.schema import (
+    LogLevel,
+    NonNegativeInt,
+    PositiveInt,
+    Section,
+    keys_model,
+    signature_keys,
+    validate_with,
+)
+from bias.experiment.config import DataConfig, TransformConfig, data_schema, transform_schema
 
 logger = logging.getLogger(__name__)
 STAGE_ORDER = ("objects", "language", "themes", "differences", "explained")
@@ -46,87 +57,113 @@ NOT_RUN, DONE, FAILED, SKIPPED = "not run", "done", "failed", "skipped"
 
 # --- the config -------------------------------------------------------------------------------------------
 
-@dataclass
-class WeightsSection:
-    """A model section: `weights` (a `bias.inference.weights.WeightSource` config) and the options its stage reads."""
+Device = str
 
-    OPEN: ClassVar[bool] = True
+
+class LLMSection(Section):
+    """The LLM of the themes stage and of the differences proposer (`describe.stages.llm_generator`)."""
+
+    weights: Any = None  # a `bias.inference.weights.WeightSource` config: a catalogue name, a hub id, a folder
+    max_new_tokens: PositiveInt = 160
+    batch_size: PositiveInt = 8
+    device: Device = "auto"
+    dtype: str = "auto"
+
+
+class EncoderSection(Section):
+    """The sentence encoder of caption-text similarity (`describe.stages.sentence_encoder`)."""
+
     weights: Any = None
+    batch_size: PositiveInt = 64
+    max_length: PositiveInt = 256
+    device: Device = "cpu"
 
 
-@dataclass
-class OpenSection:
-    """A stage's options: its own code checks them (open: any key)."""
+class ClipSection(Section):
+    """open_clip image-text similarity instead of the sentence encoder (`describe.stages.make_encoder`)."""
 
-    OPEN: ClassVar[bool] = True
-
-
-@dataclass
-class ClipSection:
-    OPEN: ClassVar[bool] = True
-    name: str = _c()
+    name: str = "ViT-B-32"
     pretrained: str | None = None
+    checkpoint: str | None = None
+    open_clip_config: Any = Field(None, alias="model_config")  # `model_config` is pydantic's own name
+    batch_size: PositiveInt = 32
+    device: Device = "cpu"
+    init_seed: NonNegativeInt = 0
 
 
-@dataclass
-class SideOutputsSection:
+class SideOutputsSection(Section):
     object_det: Literal["auto", "required", "off"] = "auto"
     seg: Literal["auto", "required", "off"] = "auto"
 
 
-@dataclass
-class DifferencesSection:
-    OPEN: ClassVar[bool] = True
-    n_perm: int = _c(1000, min=1)
-    q: float = _c(0.05, gt=0, lt=1)
-    per_dataset: int = _c(8, min=1)
-    merge_similarity: float = _c(0.9, gt=0, max=1)
-    evidence_images: int = _c(6, min=0)
+class ObjectsSection(Section):
+    sources: list[str] | None = None
+    bootstrap: NonNegativeInt = 200
+    top_classes: PositiveInt = 15
+    max_classes: PositiveInt = 30
 
 
-@dataclass
-class ExplainedSection:
-    OPEN: ClassVar[bool] = True
-    top_k: int = _c(10, min=1)
+class LanguageSection(Section):
+    topics: PositiveInt = 5
+    topic_words: PositiveInt = 5
+    distinctive_words: PositiveInt = 15
 
 
-@dataclass
-class ReportSection:
-    thumb_size: int = _c(96, min=16, max=512)
-    examples_per_dataset: int = _c(4, min=0)
-    max_runs: int = _c(12, min=0)
+class DifferencesSection(Section):
+    n_perm: Annotated[int, Field(ge=1)] = 1000
+    q: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    per_dataset: Annotated[int, Field(ge=1)] = 8
+    merge_similarity: Annotated[float, Field(gt=0, le=1)] = 0.9
+    evidence_images: NonNegativeInt = 6
+    llm_proposer: bool = True
+    llm_captions: PositiveInt = 30
+    object_sources: list[str] | None = None
+    min_z: float = 1.96
+    min_ratio: float = 1.0
+    min_object_share: Annotated[float, Field(ge=0, le=1)] = 0.05
 
 
-@dataclass
-class DescribeConfig:
-    """A composed `describe` config, without its `hydra` key."""
+class ExplainedSection(Section):
+    top_k: Annotated[int, Field(ge=1)] = 10
 
-    data: DataConfig = _c()
-    captions: TransformConfig = _c()
-    cache_dir: str = _c()
-    seed: int = _c(0, min=0)
+
+class ReportSection(Section):
+    thumb_size: Annotated[int, Field(ge=16, le=512)] = 96
+    examples_per_dataset: NonNegativeInt = 4
+    max_runs: NonNegativeInt = 12
+
+
+class DescribeConfig(Section):
+    """A composed `describe` config, without its `hydra` key. `describe_schema` fills in the sections whose keys
+    belong to a class: data (its sources), captions (the caption transform), imagenet (the `imagenet_cls`
+    transform, plus `min_prob`) and themes (`describe.themes.describe_themes`' keyword arguments)."""
+
+    data: DataConfig
+    captions: TransformConfig
+    cache_dir: str
+    seed: NonNegativeInt = 0
     out: str | None = None
     runs_root: str = "runs"
-    num_workers: int | None = _c(None, min=0)
+    num_workers: NonNegativeInt | None = None
     print_config: bool = False
-    log_level: Literal["debug", "info", "warning", "error"] = "info"  # the command's (bias.core.logs)
+    log_level: LogLevel = "info"  # the command's (bias.core.logs)
     compute_captions: bool = True
     classify: bool = False
-    classify_overrides: list[str] = _c([])
-    images_per_dataset: int | None = _c(None, gt=0)
-    propose_fraction: float = _c(0.5, gt=0, lt=1)
-    stages: list[Literal["objects", "language", "themes", "differences", "explained"]] = _c(list(STAGE_ORDER))
-    side_outputs: SideOutputsSection = field(default_factory=SideOutputsSection)
-    llm: WeightsSection = field(default_factory=WeightsSection)
-    encoder: WeightsSection = field(default_factory=WeightsSection)
+    classify_overrides: list[str] = []
+    images_per_dataset: PositiveInt | None = None
+    propose_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    stages: list[Literal["objects", "language", "themes", "differences", "explained"]] = list(STAGE_ORDER)
+    side_outputs: SideOutputsSection = SideOutputsSection()
+    llm: LLMSection = LLMSection()
+    encoder: EncoderSection = EncoderSection()
     clip: ClipSection | None = None
-    imagenet: WeightsSection = field(default_factory=WeightsSection)
-    objects: OpenSection = field(default_factory=OpenSection)
-    language: OpenSection = field(default_factory=OpenSection)
-    themes: OpenSection = field(default_factory=OpenSection)
-    differences: DifferencesSection = field(default_factory=DifferencesSection)
-    explained: ExplainedSection = field(default_factory=ExplainedSection)
-    report: ReportSection = field(default_factory=ReportSection)
+    imagenet: Any = None
+    objects: ObjectsSection = ObjectsSection()
+    language: LanguageSection = LanguageSection()
+    themes: Any = None
+    differences: DifferencesSection = DifferencesSection()
+    explained: ExplainedSection = ExplainedSection()
+    report: ReportSection = ReportSection()
 
     @staticmethod
     def cross_check(values: Mapping[str, Any], key: str) -> list[str]:
@@ -140,13 +177,26 @@ class DescribeConfig:
         return problems
 
 
+def describe_schema(plain: Mapping[str, Any]) -> type[DescribeConfig]:
+    """`DescribeConfig` with the keys of the classes its data, captions, imagenet and themes sections configure."""
+    from describe.stages import _THEMES_ARGS
+    from describe.themes import describe_themes
+
+    captions = plain.get("captions")
+    name = captions.get("name") if isinstance(captions, Mapping) else None
+    imagenet = create_model("imagenet", __base__=transform_schema("imagenet_cls", "imagenet"),
+                            name=(Literal["imagenet_cls"], "imagenet_cls"),
+                            min_prob=(Annotated[float, Field(ge=0, le=1)], 0.1))
+    themes = keys_model("themes", {k: False for k in signature_keys(describe_themes, skip=_THEMES_ARGS) or {}})
+    return create_model("DescribeConfig", __base__=DescribeConfig, data=(data_schema(plain.get("data")), ...),
+                        captions=(transform_schema(name, "captions"), ...), imagenet=(imagenet, imagenet()),
+                        themes=(themes, themes()))
+
+
 def validate_describe_config(cfg: Any) -> dict[str, Any]:
-    """One `ConfigError` naming the key when the describe config is wrong; returns the plain config (no `hydra`)."""
-    plain = to_plain(cfg)
-    if isinstance(plain, Mapping):
-        plain = {k: v for k, v in plain.items() if k != "hydra"}
-    check_schema(plain, DescribeConfig)
-    return plain
+    """One `ConfigError` naming the key (and where it was set) when the describe config is wrong; returns the plain
+    config (no `hydra`)."""
+    return validate_with(cfg, describe_schema)
 
 
 def describe_dir(cfg: Any) -> Path:
@@ -327,7 +377,7 @@ def run_stages(ctx: StageContext, stages: Mapping[str, Stage], times: dict[str, 
 
 
 def run_describe(cfg: Any, stages: Mapping[str, Stage] | None = None) -> dict[str, Any]:
-    """`scripts/describe.py`: the whole describe run (module docstring); returns a summary with the report path.
+    """`scripts/describe_data.py`: the whole describe run (module docstring); returns a summary with the report path.
 
     `stages`: the stage slots to use (default `STAGES`, as the integrator filled them).
     """

@@ -21,6 +21,10 @@ def readme_python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
+#: the config each script composes, where its name differs from the script's
+CONFIG_OF_SCRIPT = {"describe_data": "describe"}
+
+
 def readme_commands() -> list[list[str]]:
     """The README's three example commands, each as its script's name and its overrides."""
     block = re.search(r"## Three commands\n\n```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
@@ -34,7 +38,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_the_readme_shows_three_commands():
-    assert [c[0] for c in readme_commands()] == ["classify", "table", "describe"]
+    assert [c[0] for c in readme_commands()] == ["classify", "table", "describe_data"]
 
 
 @pytest.mark.parametrize("command", readme_commands(), ids=lambda c: c[0])
@@ -45,9 +49,10 @@ def test_each_readme_command_composes_a_valid_config(command):
     from bias.experiment.config import validate_classify_config
     from describe.run import validate_describe_config
 
+    name = CONFIG_OF_SCRIPT.get(command[0], command[0])
     with initialize_config_module("bias.configs", version_base=None):
-        cfg = compose(command[0], command[1:])
-    (validate_describe_config if command[0] == "describe" else validate_classify_config)(cfg)
+        cfg = compose(name, command[1:])
+    (validate_describe_config if name == "describe" else validate_classify_config)(cfg)
     if command[0] == "classify":
         import transforms
 

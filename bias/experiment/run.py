@@ -8,7 +8,6 @@ only the main process writes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
 from accelerate.utils import gather_object
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from bias.core.distributed import partial_state, use_cpu
@@ -94,23 +93,12 @@ def transform_from_config(tcfg: Mapping[str, Any]) -> Transform:
         raise ConfigError(f"transform ({tcfg['name']}): {err}") from err
 
 
-def _without_log_level(cfg: DictConfig) -> DictConfig:
-    """The config as `validate_classify_config` checks it: `log_level` is the command's (`bias.core.logs` checks
-    it where the command sets it), not the run's."""
-    if not isinstance(cfg, DictConfig) or "log_level" not in cfg:
-        return cfg
-    checked = copy.deepcopy(cfg)
-    with open_dict(checked):
-        del checked["log_level"]
-    return checked
-
-
 def validate(cfg: DictConfig, classifier: bool = True) -> Transform:
     """Every check that needs no heavy work, so mistakes fail in seconds; returns the transform, built once.
 
     `classifier=False` (the transform command, which trains nothing) leaves the model unchecked.
     """
-    validate_classify_config(_without_log_level(cfg))
+    validate_classify_config(cfg)
     for key in ("out", "cache_dir"):
         check_output_folder(key, cfg.get(key))
     transform = transform_from_config(_plain(cfg.transform))
