@@ -2,9 +2,11 @@
 
 * exact evaluation: every val image is counted once (`gather_for_metrics` drops the padding
   that even batches add, and predictions are keyed by sample index);
-* a checkpoint after every epoch, written atomically by the main process; rerunning resumes
-  from it and ends with the same metrics as an uninterrupted run (all randomness is seeded
-  per epoch, step and sample);
+* a checkpoint after every epoch: accelerate's own state (`Accelerator.save_state`: weights,
+  optimizer, the mixed-precision GradScaler when there is one, RNG states) in a folder
+  `checkpoints/epoch_NNNN` plus our counters (`trainer_state.json`, written last: a folder without it
+  is a save cut short and is never resumed from); rerunning resumes from it (`load_state`) and ends
+  with the same metrics as an uninterrupted run (all randomness is seeded per epoch, step and sample);
 * files that fail to load are never replaced: they are left out of the loss and metrics and
   reported with their reason;
 * a non-finite loss or val output stops training with `TrainingDiverged` (epoch and step): a nan
@@ -14,6 +16,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +32,16 @@ from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
 
 from bias.core.errors import TrainingDiverged
-from bias.core.io import read_derived, save_torch_atomic
+from bias.core.io import read_derived, read_json_object, write_json
 from bias.core.parallel import worker_init
 from bias.core.progress import progress_bar
 from classifiers.data import EpochSampler, collate, model_input
 from classifiers.mixup import MixupCutmix
 from classifiers.optim import build_optimizer, build_scheduler
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINTS = "checkpoints"
+#: our counters in a checkpoint folder, beside accelerate's files; written last, so it marks the folder complete
+TRAINER_STATE = "trainer_state.json"
 
 #: Called after every epoch once its checkpoint is written, on every process: `callback(epoch)` (0-based).
 EpochCallback = Callable[[int], None]
@@ -67,16 +73,62 @@ class TrainOutcome:
     repaired: list[str] = field(default_factory=list)  # derived files found damaged and rebuilt (a checkpoint)
 
 
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "history")
+TRAINER_STATE_KEYS = ("epoch", "step", "history", "scheduler")
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint (weights only) with every key the trainer resumes from (else ValueError)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(f"not a checkpoint: missing {missing}")
+def checkpoint_folder(run_dir: Path, epochs_done: int) -> Path:
+    """Where the checkpoint written after `epochs_done` epochs lives."""
+    return run_dir / CHECKPOINTS / f"epoch_{epochs_done:04d}"
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The checkpoint folders of `run_dir`, oldest first (complete or not; set-aside `.damaged` ones excluded)."""
+    root = run_dir / CHECKPOINTS
+    return sorted(p for p in root.glob("epoch_*") if re.fullmatch(r"epoch_\d{4,}", p.name)) if root.is_dir() else []
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder (its `trainer_state.json` written), or None."""
+    complete = [p for p in checkpoint_folders(run_dir) if (p / TRAINER_STATE).exists()]
+    return complete[-1] if complete else None
+
+
+def read_checkpoint(folder: Path) -> dict[str, Any]:
+    """Our counters of a checkpoint folder, once every file `Accelerator.load_state` will read has been read back
+    (safetensors; the rest with ``weights_only=True``): a damaged file raises here (ValueError and the readers'
+    own errors), before anything is loaded into the model, so the caller can start afresh from its own init."""
+    from safetensors.torch import load_file
+
+    state = read_json_object(folder / TRAINER_STATE, TRAINER_STATE_KEYS)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ValueError("no model weights (*.safetensors)")
+    for path in weights:
+        load_file(path)
+    for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pt")]):
+        torch.load(path, map_location="cpu", weights_only=True)
     return state
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, epoch: int, counters: dict[str, Any]) -> Path:
+    """`Accelerator.save_state` after `epoch` (0-based) into a fresh folder, then our counters; older folders go.
+
+    Every process calls it (each saves its own RNG state); the main process writes the rest. A kill at any
+    point leaves either the previous complete folder or the new one, never only a half-written one.
+    """
+    folder = checkpoint_folder(run_dir, epoch + 1)
+    if accelerator.is_main_process and folder.exists():  # a save of this epoch cut short by a kill
+        shutil.rmtree(folder)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json({"epoch": epoch, **counters}, folder / TRAINER_STATE)
+        for old in checkpoint_folders(run_dir):
+            if old != folder:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return folder
 
 
 def accumulation_steps(effective_batch: int, batch_size: int, num_processes: int) -> int:
@@ -167,7 +219,6 @@ def train_classifier(
 ) -> TrainOutcome:
     """Train `model` with `recipe`, checkpointing every epoch, and evaluate it on `val_set`."""
     start = time.time()
-    ckpt_path = run_dir / "checkpoints" / CHECKPOINT
     batch_size = int(recipe["batch_size"])
     accum = accumulation_steps(int(recipe["effective_batch"]), batch_size, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
@@ -191,15 +242,16 @@ def train_classifier(
 
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
-    state, damaged = read_derived(ckpt_path, read_checkpoint, set_aside=accelerator.is_main_process)
+    folder = latest_checkpoint(run_dir)
+    state, damaged = (read_derived(folder, read_checkpoint, set_aside=accelerator.is_main_process) if folder
+                      else (None, None))
     if damaged:
         accelerator.print(f"note: {damaged}: training starts again from the first epoch")
     if state is not None:
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        accelerator.load_state(str(folder))
         scheduler.load_state_dict(state["scheduler"])
         first_epoch, step, history = int(state["epoch"]) + 1, int(state["step"]), list(state["history"])
-        accelerator.print(f"resuming from {ckpt_path} after epoch {first_epoch}")
+        accelerator.print(f"resuming from {folder} after epoch {first_epoch}")
     failed_train: list[dict[str, str]] = []
     eval_every = int(recipe.get("eval_every") or 0)
     evaluation: Evaluation | None = None
@@ -253,12 +305,8 @@ def train_classifier(
             f"epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, train acc {100 * record['train_acc']:.1f}%"
             + (f", val acc {100 * record['val_acc']:.1f}%" if "val_acc" in record else "")
         )
-        if accelerator.is_main_process:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            save_torch_atomic({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "history": history},
-                         ckpt_path)
-        accelerator.wait_for_everyone()
+        save_checkpoint(accelerator, run_dir, epoch,
+                        {"step": step, "history": history, "scheduler": scheduler.state_dict()})
         for callback in callbacks:
             callback(epoch)
     if evaluation is None:  # resumed after the last epoch finished but before results were written
