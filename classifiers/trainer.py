@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
@@ -267,13 +266,12 @@ def train_classifier(
                 ok = batch["ok"]
                 failed_train += batch["failed"]
                 x, y = as_layout(model_input(batch)[ok], layout), batch["label"][ok]
-                rng = np.random.default_rng([seed, 7, step, accelerator.process_index])
-                x_mixed, targets = mix(x, y, rng)
+                x_mixed, targets = mix(x, y, (seed, 7, step, accelerator.process_index))
                 if len(x_mixed) == 0:  # keep ranks in step even when every file of a batch failed
                     loss = model(model_input(batch)[:1]).sum() * 0.0
                 else:
                     logits = model(x_mixed)
-                    loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+                    loss = mix.loss(logits.float(), targets)
                     sums += torch.stack([loss.detach() * len(y), (logits.argmax(-1) == y).sum().float(),
                                          torch.tensor(float(len(y)), device=sums.device)])
                 value = loss.item()

@@ -19,7 +19,9 @@ from classifiers.trainer import TRAINER_STATE, checkpoint_folders, latest_checkp
 
 
 class Blobs(Dataset):
-    """Two classes of 3x16x16 noise around different means; items keyed by the sampler's (index, epoch)."""
+    """Two classes of 3x16x16 noise around different means; items keyed by the sampler's (index, epoch).
+
+    35 training samples in batches of 8: the last batch is odd, as mixup must handle."""
 
     def __init__(self, n: int, seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -77,7 +79,7 @@ def train(accelerator: Accelerator, run_dir, callbacks=(), scaler=None):
     if scaler is not None:  # before `prepare`, where accelerate hands its scaler to the optimizer wrapper
         accelerator.scaler = scaler
     model = tiny_net()
-    outcome = train_classifier(model, Blobs(36, 1), Blobs(20, 2), RECIPE, accelerator, run_dir, seed=3,
+    outcome = train_classifier(model, Blobs(35, 1), Blobs(20, 2), RECIPE, accelerator, run_dir, seed=3,
                                num_classes=2, callbacks=callbacks)
     return outcome, {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from classifiers.data import EpochSampler, item_seed
-from classifiers.mixup import MixupCutmix, smooth_one_hot
+from classifiers.mixup import MixupCutmix
 from classifiers.models import UnknownModelError, check_model_name, create_classifier
 from classifiers.optim import build_optimizer, warmup_cosine_factor
 from classifiers.trainer import accumulation_steps
@@ -49,23 +49,61 @@ def test_accumulation_matches_published_effective_batch():
         accumulation_steps(4096, 100, 8)
 
 
-def test_mixup_targets_are_distributions_and_off_means_label_smoothing_only():
-    x = torch.randn(7, 3, 16, 16)
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The closed form: targets s/K off the label and 1 - s + s/K on it, against log-softmax, batch mean."""
+    k = logits.shape[1]
+    targets = torch.full_like(logits, smoothing / k)
+    targets[torch.arange(len(labels)), labels] += 1 - smoothing
+    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def test_mixup_off_is_the_plain_label_smoothed_cross_entropy():
+    x, y = torch.randn(7, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    off = MixupCutmix(3, 0.0, 0.0, 0.0, 0.5, 0.1)  # the cpu recipe's mixup block
+    out, targets = off(x.clone(), y, (0, 7, 0, 0))
+    assert torch.equal(out, x) and torch.equal(targets, y)
+    logits = torch.randn(7, 3)
+    assert off.loss(logits, targets).item() == pytest.approx(smoothed_cross_entropy(logits, y, 0.1).item(), abs=1e-6)
+
+
+def test_mixup_on_odd_batches_mixes_the_even_front_and_keeps_the_last_sample():
+    """timm's Mixup needs an even batch; a batch of 7 mixes its first 6 (partners 5-i) and keeps the 7th."""
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
-    mix = MixupCutmix(3, 0.8, 1.0, 1.0, 0.5, 0.1)
-    out, t = mix(x, y, np.random.default_rng(0))
-    assert out.shape == x.shape and torch.allclose(t.sum(1), torch.ones(7))
-    off = MixupCutmix(3, 0.0, 0.0, 0.0, 0.5, 0.1)
-    out2, t2 = off(x, y, np.random.default_rng(0))
-    assert torch.equal(out2, x) and torch.allclose(t2, smooth_one_hot(y, 3, 0.1))
-    assert torch.allclose(t2[0], torch.tensor([0.1 / 3 + 0.9, 0.1 / 3, 0.1 / 3]))
-    # cutmix only: each output pixel comes from the sample or its partner, and lambda is the kept area
-    cut = MixupCutmix(3, 0.0, 1.0, 1.0, 0.5, 0.0)
+    cut = MixupCutmix(3, 0.0, 1.0, 1.0, 0.5, 0.0)  # cutmix only, no smoothing: targets are kept areas
     xc = torch.arange(7.0)[:, None, None, None].expand(7, 1, 16, 16).contiguous()
-    outc, tc = cut(xc, y, np.random.default_rng(1))
-    for i in range(7):
+    numpy_state = np.random.get_state()[1].copy()
+    outc, tc = cut(xc.clone(), y, (0, 7, 3, 0))
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # numpy's global generator left as it was
+    assert torch.allclose(tc.sum(1), torch.ones(7))
+    assert torch.equal(outc[6], xc[6]) and torch.equal(tc[6], torch.tensor([1.0, 0.0, 0.0]))
+    mixed = 0
+    for i in range(6):
         own = (outc[i] == i).float().mean()
-        assert tc[i, y[i]] >= own - 1e-6 or y[i] == y[6 - i]
+        assert set(outc[i].unique().tolist()) <= {float(i), float(5 - i)}  # its own pixels or its partner's
+        if y[i] != y[5 - i]:
+            assert tc[i, y[i]] == pytest.approx(own.item()) and tc[i, y[5 - i]] == pytest.approx(1 - own.item())
+        mixed += own < 1
+    assert mixed > 0
+    again, t_again = cut(xc.clone(), y, (0, 7, 3, 0))
+    other, _ = cut(xc.clone(), y, (0, 7, 4, 0))
+    assert torch.equal(again, outc) and torch.equal(t_again, tc) and not torch.equal(other, outc)  # seeded per step
+    one, t_one = cut(xc[:1].clone(), y[:1], (0, 7, 3, 0))  # a batch of one: nothing to mix with
+    assert torch.equal(one, xc[:1]) and torch.equal(t_one, torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_mixup_on_uses_soft_target_cross_entropy_and_mixes_feature_vectors_without_cutmix():
+    y = torch.tensor([0, 1, 2, 1])
+    mix = MixupCutmix(3, 0.8, 1.0, 1.0, 0.5, 0.1)
+    vectors = torch.stack([torch.full((5,), float(i)) for i in range(4)])
+    out, targets = mix(vectors.clone(), y, (1, 7, 0, 0))
+    lam = targets[:, 0].new_tensor([(out[i, 0] - (3 - i)) / (2 * i - 3) for i in range(4)])  # x_i = l x_i + (1-l) x_3-i
+    assert torch.allclose(out, out[:, :1].expand(4, 5))  # a whole-vector blend, never a pasted box
+    assert ((lam > 0) & (lam <= 1)).all() and torch.allclose(targets.sum(1), torch.ones(4))
+    logits = torch.randn(4, 3)
+    want = -(targets * logits.log_softmax(-1)).sum(-1).mean()
+    assert mix.loss(logits, targets).item() == pytest.approx(want.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="token ids"):
+        mix(torch.zeros(4, 6, dtype=torch.long), y, (1, 7, 0, 0))
 
 
 def test_epoch_sampler_and_item_seeds_are_deterministic():
