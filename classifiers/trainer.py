@@ -130,6 +130,11 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, epoch: int, counter
     return folder
 
 
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate the next update uses (every parameter group has the same)."""
+    return float(optimizer.param_groups[0]["lr"])
+
+
 def accumulation_steps(effective_batch: int, batch_size: int, num_processes: int) -> int:
     per_step = batch_size * num_processes
     if effective_batch % per_step:
@@ -234,7 +239,7 @@ def train_classifier(
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = math.ceil(len(train_loader) / accum)
     total = steps_per_epoch * epochs
-    scheduler = build_scheduler(optimizer, total, int(float(recipe["warmup_epochs"]) * steps_per_epoch), lr,
+    scheduler = build_scheduler(optimizer, total, int(float(recipe["warmup_epochs"]) * steps_per_epoch),
                                 float(recipe["min_lr"]))
     mix = MixupCutmix(num_classes, label_smoothing=float(recipe.get("label_smoothing", 0.0)),
                       **dict(recipe.get("mixup") or {}))
@@ -284,14 +289,14 @@ def train_classifier(
                 optimizer.zero_grad(set_to_none=False)  # zero in place: freeing and reallocating every gradient
                 # each step cost ~10 ms of a ~250 ms cpu-recipe step; the values are the same (0 + g)
                 if accelerator.sync_gradients:
-                    scheduler.step()
                     step += 1
+                    scheduler.step_update(step)
                     if accelerator.is_main_process and step % 10 == 0:
-                        accelerator.log({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=step)
+                        accelerator.log({"train/loss": loss.item(), "train/lr": current_lr(optimizer)}, step=step)
             bar.set_postfix(loss=f"{value:.3f}")
         sums = accelerator.reduce(sums, reduction="sum")
         record = {"epoch": epoch + 1, "step": step, "train_loss": (sums[0] / sums[2].clamp(min=1)).item(),
-                  "train_acc": (sums[1] / sums[2].clamp(min=1)).item(), "lr": scheduler.get_last_lr()[0]}
+                  "train_acc": (sums[1] / sums[2].clamp(min=1)).item(), "lr": current_lr(optimizer)}
         last = epoch == epochs - 1
         if last or (eval_every and (epoch + 1) % eval_every == 0):
             evaluation = evaluate(model, val_loader, accelerator, desc=f"eval {epoch + 1}/{epochs}", layout=layout)
