@@ -114,6 +114,15 @@ def read_checkpoint(folder: Path) -> dict[str, Any]:
     return state
 
 
+def set_aside(folder: Path) -> Path:
+    """Move a damaged checkpoint folder to `<name>.damaged` (replacing an earlier damaged copy, as `read_derived`
+    does for files; a rename cannot replace a folder that holds files)."""
+    aside = folder.with_name(f"{folder.name}.damaged")
+    shutil.rmtree(aside, ignore_errors=True)
+    folder.rename(aside)
+    return aside
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, epoch: int, counters: dict[str, Any]) -> Path:
     """`Accelerator.save_state` after `epoch` (0-based) into a fresh folder, then our counters; older folders go.
 
@@ -269,8 +278,10 @@ class _Training:
         folder = latest_checkpoint(self.run_dir)
         if folder is None:
             return 0, None
-        state, damaged = read_derived(folder, read_checkpoint, set_aside=self.accelerator.is_main_process)
+        state, damaged = read_derived(folder, read_checkpoint, set_aside=False)
         if damaged:
+            if self.accelerator.is_main_process:
+                set_aside(folder)
             logger.info(f"note: {damaged}: training starts again from the first epoch")
         if state is None:
             return 0, damaged

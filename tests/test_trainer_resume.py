@@ -149,9 +149,13 @@ def test_a_checkpoint_cut_short_is_ignored_and_a_damaged_one_is_moved_aside(tmp_
     assert latest_checkpoint(tmp_path / "r") == complete
     weights = complete / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    earlier = complete.with_name("epoch_0002.damaged")  # a damaged copy set aside by an earlier run
+    earlier.mkdir()
+    (earlier / "old").write_text("x")
     outcome, _ = train(fresh_accelerator(), tmp_path / "r")
     assert outcome.resumed_from_epoch == 0 and len(outcome.history) == 3
     assert len(outcome.repaired) == 1 and "epoch_0002 was damaged" in outcome.repaired[0]
-    assert complete.with_name("epoch_0002.damaged").is_dir()
+    assert sorted(p.name for p in earlier.iterdir())[-1] == TRAINER_STATE  # replaced by the new damaged copy
+    assert not (earlier / "old").exists()
     assert [p.name for p in checkpoint_folders(tmp_path / "r")] == ["epoch_0003"]
     assert (tmp_path / "r" / "checkpoints" / "epoch_0003" / TRAINER_STATE).exists()
