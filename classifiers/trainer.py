@@ -264,8 +264,10 @@ class _Training:
         self.scheduler = build_scheduler(self.optimizer, steps_per_epoch * self.epochs,
                                          int(float(recipe["warmup_epochs"]) * steps_per_epoch),
                                          float(recipe["min_lr"]))
+        # no recipe.mixup block: no mixing (as no label_smoothing is none); it used to mean the paper's values, and
+        # a text recipe without the block had its token ids blended
         self.mix = MixupCutmix(num_classes, label_smoothing=float(recipe.get("label_smoothing", 0.0)),
-                               **dict(recipe.get("mixup") or {}))
+                               **dict(recipe.get("mixup") or {"prob": 0.0}))
         self.clip_grad = float(recipe.get("clip_grad") or 0.0)
         self.eval_every = int(recipe.get("eval_every") or 0)
         self.step = 0  # optimizer updates done
