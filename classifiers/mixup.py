@@ -1,67 +1,72 @@
-"""Mixup and CutMix with label smoothing, per element, seeded per step.
+"""Mixup and CutMix with label smoothing: timm's `Mixup` and `SoftTargetCrossEntropy`, seeded per step.
 
-Each sample is mixed with its partner in the reversed batch, so odd batch sizes (a batch that
-lost a broken file) work. With probability `switch_prob` a sample uses CutMix
-(lambda ~ Beta(cutmix_alpha)), otherwise Mixup (lambda ~ Beta(mixup_alpha)); CutMix's lambda is
-corrected to the pasted box's true area.
+Per element (timm's ``mode="elem"``): each sample is mixed with its partner in the reversed batch; with
+probability `switch_prob` by CutMix (lambda ~ Beta(cutmix_alpha), corrected to the pasted box's true area),
+otherwise by Mixup (lambda ~ Beta(mixup_alpha)); the targets are the label-smoothed one-hot rows mixed alike.
+With mixing off (`prob` 0, or both alphas 0: the cpu recipe) the loss is the plain label-smoothed cross-entropy.
+
+Batches of any size: timm's Mixup needs an even batch, ours can be odd (the last batch of an epoch, or one
+that lost a broken file), so the even-sized front of the batch is mixed and an odd last sample keeps its own
+image and label-smoothed target. Feature vectors (not images) get Mixup only (CutMix pastes image boxes);
+token ids are never mixed.
+
+timm draws from numpy's global generator: each call seeds it from the caller's words (run seed, step,
+process) and restores it afterwards, so a resumed run draws exactly what an uninterrupted one draws.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
+from timm.loss import SoftTargetCrossEntropy
 
 
-def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    off = smoothing / num_classes
-    out = torch.full((len(labels), num_classes), off, device=labels.device)
-    out.scatter_(1, labels[:, None], 1.0 - smoothing + off)
-    return out
+@contextlib.contextmanager
+def numpy_global_seed(words: Sequence[int]) -> Iterator[None]:
+    """numpy's global generator seeded from `words` (non-negative 32-bit ints) inside the block, as it was after."""
+    saved = np.random.get_state()
+    np.random.seed(np.random.SeedSequence([int(w) for w in words]).generate_state(4))
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
 
 
 class MixupCutmix:
+    """`(inputs, targets) = mix(x, labels, seed_words)`, and `mix.loss(logits, targets)` for them.
+
+    With mixing on, the targets are class-probability rows and the loss timm's `SoftTargetCrossEntropy`; off,
+    the targets are the labels and the loss `torch.nn.CrossEntropyLoss(label_smoothing=...)`.
+    """
+
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, prob: float = 1.0,
-                 switch_prob: float = 0.5, label_smoothing: float = 0.1) -> None:
-        self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, mixup_alpha, cutmix_alpha
-        self.prob, self.switch_prob, self.label_smoothing = prob, switch_prob, label_smoothing
+                 switch_prob: float = 0.5, label_smoothing: float = 0.1, mode: str = "elem") -> None:
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+        self.active = prob > 0 and (mixup_alpha > 0 or cutmix_alpha > 0)
+        common = {"prob": prob, "switch_prob": switch_prob, "mode": mode, "label_smoothing": label_smoothing,
+                  "num_classes": num_classes}
+        self._images = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, **common) if self.active else None
+        self._vectors = (Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=0.0, **common)
+                         if self.active and mixup_alpha > 0 else None)
+        self.loss: torch.nn.Module = (SoftTargetCrossEntropy() if self.active
+                                      else torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing))
 
-    @property
-    def active(self) -> bool:
-        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
-
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
-        if not self.active or len(x) == 0:
-            return x, targets
-        n = len(x)
-        h, w = x.shape[-2:] if x.ndim == 4 else (0, 0)
-        use_cut = np.zeros(n, dtype=bool)
-        apply = rng.random(n) < self.prob
-        if x.ndim != 4:  # feature vectors: mixup only
-            pass
-        elif self.mixup_alpha > 0 and self.cutmix_alpha > 0:
-            use_cut = rng.random(n) < self.switch_prob
-        elif self.cutmix_alpha > 0:
-            use_cut[:] = True
-        mix_l = rng.beta(self.mixup_alpha, self.mixup_alpha, n) if self.mixup_alpha > 0 else np.ones(n)
-        cut_l = rng.beta(self.cutmix_alpha, self.cutmix_alpha, n) if self.cutmix_alpha > 0 else np.ones(n)
-        if x.ndim != 4 and self.mixup_alpha <= 0:
-            apply[:] = False
-        lam = np.where(apply, np.where(use_cut, cut_l, mix_l), 1.0).astype(np.float32)
-        partner = x.flip(0)
-        out = x.clone()
-        for i in range(n):
-            if not apply[i] or lam[i] >= 1.0:
-                continue
-            if use_cut[i]:
-                cut = np.sqrt(1.0 - lam[i])
-                ch, cw = int(h * cut), int(w * cut)
-                cy, cx = rng.integers(h), rng.integers(w)
-                y0, y1 = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
-                x0, x1 = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
-                out[i, :, y0:y1, x0:x1] = partner[i, :, y0:y1, x0:x1]
-                lam[i] = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-            else:
-                out[i] = lam[i] * x[i] + (1 - lam[i]) * partner[i]
-        lam_t = torch.from_numpy(lam).to(x.device)[:, None]
-        return out, lam_t * targets + (1 - lam_t) * targets.flip(0)
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
+                 seed_words: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixes `x` in place (as timm does: pass a tensor of your own) and returns it with its targets."""
+        if not self.active:
+            return x, labels
+        if not x.is_floating_point():
+            raise ValueError("mixup mixes images or feature vectors, not token ids: set recipe.mixup.prob=0")
+        even = len(x) - len(x) % 2
+        targets = mixup_target(labels, self.num_classes, 1.0, self.label_smoothing)
+        mixer = self._images if x.dim() == 4 else self._vectors
+        if mixer is not None and even:
+            with numpy_global_seed(seed_words):
+                _, targets[:even] = mixer(x[:even], labels[:even])
+        return x, targets

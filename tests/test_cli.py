@@ -57,7 +57,8 @@ def test_end_to_end_run_writes_results_and_accounts_for_every_broken_file(messy_
     splits = manifest.column("split").to_pylist()
     assert splits.count("train") == 48 and splits.count("val") == 20
     assert not broken & {p.split("/")[-1] for p in manifest.column("path").to_pylist()}
-    for name in ("config.yaml", "confusion.png", "history.png", "predictions.csv", "checkpoints/checkpoint.pt"):
+    for name in ("config.yaml", "confusion.png", "history.png", "predictions.csv",
+                 "checkpoints/epoch_0002/model.safetensors", "checkpoints/epoch_0002/trainer_state.json"):
         assert (out / name).exists(), name
     # the canny cache is reused by a second run
     again = run_cli("classify.py", "data=folders", paths_override(folders), "data.per_dataset=24",
@@ -99,15 +100,18 @@ def test_val_larger_than_data_and_empty_dataset(two_folders, tmp_path):
     assert proc.returncode != 0 and "'b'" in proc.stderr and "no usable images" in proc.stderr
 
 
-def test_resume_after_a_kill_gives_the_same_metrics(two_folders, tmp_path):
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_resume_after_a_kill_gives_the_same_metrics(two_folders, tmp_path, precision):
+    """Also with precision=bf16 (autocast on the CPU; fp16 cannot run there: accelerate enables it only on GPUs).
+    The GradScaler that fp16 brings is checked in tests/test_trainer_resume.py."""
     args = ["data=folders", paths_override(two_folders), "data.per_dataset=24", "data.val_per_dataset=12",
             "transform=pixel_shuffle", "transform.mode=fixed", f"cache_dir={tmp_path / 'c'}", *TINY,
-            "recipe.epochs=3", "recipe.eval_every=1"]
+            "recipe.epochs=3", "recipe.eval_every=1", f"recipe.precision={precision}"]
     run_cli("classify.py", *args, f"out={tmp_path / 'straight'}")
     killed = run_cli("tests/helpers/kill_after_epoch.py", *args, f"out={tmp_path / 'resumed'}",
                      env={"KILL_AFTER_EPOCH": "0"}, check=False)
     assert killed.returncode == 137 and not (tmp_path / "resumed" / "results.json").exists()
-    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint.pt").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "epoch_0001" / "trainer_state.json").exists()
     run_cli("classify.py", *args, f"out={tmp_path / 'resumed'}")
     a, b = read_results(tmp_path / "straight"), read_results(tmp_path / "resumed")
     assert b["resumed_from_epoch"] == 1 and a["resumed_from_epoch"] == 0

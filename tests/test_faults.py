@@ -305,12 +305,12 @@ def test_damaged_results_checkpoint_and_experiment_files_are_rebuilt_or_named(sm
     assert "results.json was damaged" in proc.stderr and again["resumed_from_epoch"] == 1
     assert again["accuracy"] == first["accuracy"] and again["confusion"] == first["confusion"]
     assert any("results.json was damaged" in note for note in again["repaired"])
-    checkpoint = run_dir / "checkpoints" / "checkpoint.pt"
+    checkpoint = run_dir / "checkpoints" / "epoch_0001" / "model.safetensors"
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     (run_dir / "results.json").unlink()
     run_cli("classify.py", *args)  # trained again from the first epoch: the same numbers (seeded)
     again = read_run(run_dir)
-    assert again["resumed_from_epoch"] == 0 and any("checkpoint.pt was damaged" in n for n in again["repaired"])
+    assert again["resumed_from_epoch"] == 0 and any("epoch_0001 was damaged" in n for n in again["repaired"])
     assert again["accuracy"] == first["accuracy"] and again["history"] == first["history"]
     (run_dir / "experiment.json").write_text("{trunc")  # what the folder holds is unknown: named, not guessed
     line = one_line_error(run_cli("classify.py", *args, check=False))

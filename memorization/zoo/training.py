@@ -130,7 +130,7 @@ def train_vectorised(task: Task, arch: Mapping[str, Any], seeds: Sequence[int], 
     keep = set(checkpoint_steps(total, checkpoints_per_run))
     optimizer = build_optimizer(params.values(), recipe.lr, recipe.weight_decay, recipe.betas, recipe.eps,
                                 batch_dims=1)
-    scheduler = build_scheduler(optimizer, total, int(recipe.warmup_epochs * spe), recipe.lr, recipe.min_lr)
+    scheduler = build_scheduler(optimizer, total, int(recipe.warmup_epochs * spe), recipe.min_lr)
     x_all, y_all = task.x_train.to(device), task.y_train.to(device)
     saved, losses = [], []
     loss_sum, loss_n = torch.zeros(n_models, device=device), 0
@@ -145,8 +145,8 @@ def train_vectorised(task: Task, arch: Mapping[str, Any], seeds: Sequence[int], 
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()  # model k's loss depends on its own slice only: exact per-model gradients
             optimizer.step()
-            scheduler.step()
             step += 1
+            scheduler.step_update(step)
             loss_sum += loss.detach()
             loss_n += 1
             if step in keep:
@@ -171,8 +171,9 @@ def train_single(task: Task, arch: Mapping[str, Any], seed: int, recipe: ZooReci
     spe = recipe.steps_per_epoch(n_train)
     total = spe * recipe.epochs
     optimizer = build_optimizer(model, recipe.lr, recipe.weight_decay, recipe.betas, recipe.eps)
-    scheduler = build_scheduler(optimizer, total, int(recipe.warmup_epochs * spe), recipe.lr, recipe.min_lr)
+    scheduler = build_scheduler(optimizer, total, int(recipe.warmup_epochs * spe), recipe.min_lr)
     x_all, y_all = task.x_train.to(device), task.y_train.to(device)
+    step = 0
     for epoch in range(recipe.epochs):
         order = epoch_orders([seed], epoch, n_train)[0].to(device)
         for b in range(spe):
@@ -181,7 +182,8 @@ def train_single(task: Task, arch: Mapping[str, Any], seed: int, recipe: ZooReci
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            step += 1
+            scheduler.step_update(step)
     return spec.flatten(dict(model.state_dict())).detach().cpu()
 
 
