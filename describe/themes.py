@@ -488,27 +488,26 @@ def parse_sentence(text: str, title: str = "", captions: Sequence[str] = ()) -> 
 def cluster_titles(vectors: np.ndarray, k: int) -> list[list[int]]:
     """Average-linkage agglomerative clustering of L2-normalised rows by cosine similarity into `k` groups.
 
-    Deterministic (the most similar pair merges first, ties by position). Returns the groups as sorted row
-    indices, ordered by position of their first member.
+    `scipy.cluster.hierarchy.linkage` (``method="average"``) on the cosine distances 1 - x_i . x_j, cut where
+    exactly `k` groups remain (`scipy.cluster.hierarchy.cut_tree`: by merge order, so tied heights still give
+    `k`). Deterministic. Returns the groups as sorted row indices, ordered by position of their first member.
     """
+    from scipy.cluster.hierarchy import cut_tree, linkage
+    from scipy.spatial.distance import squareform
+
     n = len(vectors)
     if n == 0 or k < 1:
         return []
-    sim = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
-    groups = [[i] for i in range(n)]
-    total = sim.copy()  # summed similarity between the members of two groups
-    while len(groups) > k:
-        sizes = np.array([len(g) for g in groups], dtype=np.float64)
-        mean = total / np.outer(sizes, sizes)
-        np.fill_diagonal(mean, -np.inf)
-        a, b = np.unravel_index(int(np.argmax(mean)), mean.shape)
-        a, b = min(a, b), max(a, b)
-        groups[a] = sorted(groups[a] + groups[b])
-        total[a, :] += total[b, :]
-        total[:, a] += total[:, b]
-        total = np.delete(np.delete(total, b, axis=0), b, axis=1)
-        del groups[b]
-    return sorted(groups, key=lambda g: g[0])
+    if k >= n or n == 1:
+        return [[i] for i in range(n)]
+    x = np.asarray(vectors, dtype=np.float64)
+    distance = np.clip(1.0 - x @ x.T, 0.0, None)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    labels = cut_tree(tree, n_clusters=k)[:, 0]
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
 
 
 @dataclass
