@@ -26,8 +26,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def scipy_permutation(scores: np.ndarray, labels: np.ndarray, d: int, n_perm: in
         pos, neg = ranks[:, labels == k], ranks[:, labels != k]
         n1, n0 = pos.shape[1], neg.shape[1]
 
-        def extremeness(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+        def extremeness(x: np.ndarray, y: np.ndarray, axis: int, n1: int = n1, n0: int = n0) -> np.ndarray:
             return np.abs((x.sum(axis=axis) - n1 * (n1 + 1) / 2) / (n1 * n0) - 0.5)
 
         res = permutation_test((pos, neg), extremeness, permutation_type="independent", vectorized=True,

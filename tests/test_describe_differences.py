@@ -323,7 +323,7 @@ def test_permutation_p_values_agree_with_scipy_permutation_test():
         pos, neg = ranks[:, labels == d], ranks[:, labels != d]
         n1, n0 = pos.shape[1], neg.shape[1]
 
-        def extremeness(x, y, axis):
+        def extremeness(x, y, axis, n1=n1, n0=n0):
             return np.abs((x.sum(axis=axis) - n1 * (n1 + 1) / 2) / (n1 * n0) - 0.5)
 
         ref = scipy_permutation_test((pos, neg), extremeness, permutation_type="independent", vectorized=True,
