@@ -350,8 +350,8 @@ def permutation_test(scores: np.ndarray, labels: np.ndarray, n_classes: int, n_p
 
     The same p-values as `scipy.stats.permutation_test` on the ranks with statistic |AUROC - 0.5| and
     ``alternative="greater"`` (tested). Kept because it shares one permutation across all D one-vs-rest
-    splits and does a chunk of permutations as one matrix product: 5x faster than scipy at 1,500 scored images
-    and 25x at 15,000 (D = 3, H = 30, 1,000 permutations; `benchmarks/bench_stats.py`).
+    splits and does a chunk of permutations as one matrix product: 3-5x faster than scipy at 1,500 scored
+    images and 25x at 15,000 (D = 3, H = 30, 1,000 permutations; `benchmarks/bench_stats.py`).
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative: expected one of {', '.join(ALTERNATIVES)}, got {alternative!r}")

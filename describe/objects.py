@@ -364,7 +364,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float = 1
     (nearly) separable and the penalty does all the work.
 
     Kept instead of one scikit-learn fit per replicate (the point estimate equals sklearn's, tested) because it
-    fits all bootstrap replicates at once: 3.4x faster for `ovr_ranking`'s 200 refits on 1,500 images x 30
+    fits all bootstrap replicates at once: about 3x faster (2.8-3.4x) for `ovr_ranking`'s 200 refits on 1,500 images x 30
     classes (`benchmarks/bench_stats.py --objects`, benchmarks/results/describe.md).
     """
     x, y, w = _pool_identical_rows(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
