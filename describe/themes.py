@@ -488,27 +488,26 @@ def parse_sentence(text: str, title: str = "", captions: Sequence[str] = ()) -> 
 def cluster_titles(vectors: np.ndarray, k: int) -> list[list[int]]:
     """Average-linkage agglomerative clustering of L2-normalised rows by cosine similarity into `k` groups.
 
-    Deterministic (the most similar pair merges first, ties by position). Returns the groups as sorted row
-    indices, ordered by position of their first member.
+    `scipy.cluster.hierarchy.linkage` (``method="average"``) on the cosine distances 1 - x_i . x_j, cut where
+    exactly `k` groups remain (`scipy.cluster.hierarchy.cut_tree`: by merge order, so tied heights still give
+    `k`). Deterministic. Returns the groups as sorted row indices, ordered by position of their first member.
     """
+    from scipy.cluster.hierarchy import cut_tree, linkage
+    from scipy.spatial.distance import squareform
+
     n = len(vectors)
     if n == 0 or k < 1:
         return []
-    sim = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
-    groups = [[i] for i in range(n)]
-    total = sim.copy()  # summed similarity between the members of two groups
-    while len(groups) > k:
-        sizes = np.array([len(g) for g in groups], dtype=np.float64)
-        mean = total / np.outer(sizes, sizes)
-        np.fill_diagonal(mean, -np.inf)
-        a, b = np.unravel_index(int(np.argmax(mean)), mean.shape)
-        a, b = min(a, b), max(a, b)
-        groups[a] = sorted(groups[a] + groups[b])
-        total[a, :] += total[b, :]
-        total[:, a] += total[:, b]
-        total = np.delete(np.delete(total, b, axis=0), b, axis=1)
-        del groups[b]
-    return sorted(groups, key=lambda g: g[0])
+    if k >= n or n == 1:
+        return [[i] for i in range(n)]
+    x = np.asarray(vectors, dtype=np.float64)
+    distance = np.clip(1.0 - x @ x.T, 0.0, None)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    labels = cut_tree(tree, n_clusters=k)[:, 0]
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
 
 
 @dataclass
@@ -596,7 +595,32 @@ def _related(encoder: Any, answer: str, targets: Sequence[str], minimum: float, 
 def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned: dict[str, list[str | None]],
            encoder: Any, asker: _Asker, failures: list[ThemeFailure], *, n_themes: int, chunk_themes: int,
            max_new_tokens_title: int, max_new_tokens_sentence: int) -> dict[str, int]:
-    """The slots procedure (module docstring) on prepared chunks; fills `found`; returns titles asked per chunk."""
+    """The slots procedure (module docstring) on prepared chunks; fills `found`; returns titles asked per chunk.
+
+    Three steps, each one batch of LLM calls per round: titles for every chunk, a title for every group of
+    similar chunk titles, a sentence for every group.
+    """
+    per_chunk = _chunk_titles(found, texts, cleaned, encoder, asker, n_themes=n_themes, chunk_themes=chunk_themes,
+                              max_new_tokens=max_new_tokens_title)
+    plans = _title_groups(found, encoder, asker, failures, n_themes=n_themes, max_new_tokens=max_new_tokens_title)
+    _theme_sentences(found, plans, cleaned, encoder, asker, max_new_tokens=max_new_tokens_sentence)
+    return per_chunk
+
+
+def _chunk_title_prompt(chunk_caps: Sequence[str | None], caps: str, so_far: Sequence[str]) -> str:
+    """The prompt for a chunk's next title: its one caption, its captions, or its captions and the titles so far."""
+    if len(chunk_caps) == 1 and not so_far:
+        return ONE_CAPTION_TITLE_PROMPT.format(caption=chunk_caps[0])
+    if not so_far:
+        return FIRST_TITLE_PROMPT.format(captions=caps)
+    return NEXT_TITLE_PROMPT.format(captions=caps, besides=_besides(so_far))
+
+
+def _chunk_titles(found: dict[str, DatasetThemes], texts: dict[str, list[str]],
+                  cleaned: dict[str, list[str | None]], encoder: Any, asker: _Asker, *, n_themes: int,
+                  chunk_themes: int, max_new_tokens: int) -> dict[str, int]:
+    """Step 1: up to `per_chunk` titles for every chunk, one round per title (a chunk whose answer fails is asked
+    no more), into ``d.chunk_titles``. Returns `per_chunk` per dataset: enough for `n_themes` over all chunks."""
     per_chunk = {name: max(chunk_themes, math.ceil(n_themes / len(d.chunks))) if d.chunks else 0
                  for name, d in found.items()}
     for d in found.values():
@@ -609,69 +633,91 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                 if (name, c) not in active or r >= per_chunk[name]:
                     continue
                 so_far = d.chunk_titles[c]
-                caps = texts[name][c]
                 chunk_caps = [cleaned[name][i] for i in chunk]
-                prompt = (ONE_CAPTION_TITLE_PROMPT.format(caption=chunk_caps[0]) if len(chunk) == 1 and not so_far
-                          else FIRST_TITLE_PROMPT.format(captions=caps) if not so_far else
-                          NEXT_TITLE_PROMPT.format(captions=caps, besides=_besides(so_far)))
+                prompt = _chunk_title_prompt(chunk_caps, texts[name][c], so_far)
                 jobs.append(_slot_job(name, f"chunk {c} title {r + 1}", prompt, "title",
-                                 lambda t, a=tuple(so_far), cc=tuple(chunk_caps): _related(
-                                     encoder, parse_title(t, a, cc), cc, MIN_SIMILARITY["title"])))
+                                      lambda t, a=tuple(so_far), cc=tuple(chunk_caps): _related(
+                                          encoder, parse_title(t, a, cc), cc, MIN_SIMILARITY["title"])))
                 owners.append((name, c))
-        for (name, c), title in zip(owners, asker.ask(jobs, max_new_tokens_title, TITLE_STAGE,
+        for (name, c), title in zip(owners, asker.ask(jobs, max_new_tokens, TITLE_STAGE,
                                                       "no more titles asked for this chunk")):
             if title is None:
                 active.discard((name, c))
             else:
                 found[name].chunk_titles[c].append(title)
+    return per_chunk
 
-    # cluster each dataset's chunk titles into n_themes groups
+
+def _distinct_titles(name: str, d: DatasetThemes, failures: list[ThemeFailure], n_themes: int
+                     ) -> list[dict[str, Any]]:
+    """A dataset's distinct chunk titles (by normalised text) with how often and in which chunks each came; a
+    failure recorded when there are none, or fewer than `n_themes`."""
+    unique: dict[str, dict[str, Any]] = {}
+    for c, titles in enumerate(d.chunk_titles):
+        for t in titles:
+            entry = unique.setdefault(_norm(t), {"title": t, "count": 0, "chunks": set()})
+            entry["count"] += 1
+            entry["chunks"].add(c)
+    if d.chunks and not unique:
+        failures.append(ThemeFailure(dataset=name, stage=GROUP_STAGE, step="input",
+                                     reasons=["no chunk gave a title: nothing to group"], raw=[]))
+    if unique and len(unique) < n_themes:
+        failures.append(ThemeFailure(dataset=name, stage=GROUP_STAGE, step="input",
+                                     reasons=[f"only {len(unique)} distinct chunk title(s): fewer than "
+                                              f"{n_themes} themes"], raw=[]))
+    return list(unique.values())
+
+
+def _group_plans(entries: list[dict[str, Any]], encoder: Any, n_themes: int) -> list[dict[str, Any]]:
+    """Cluster the distinct titles into at most `n_themes` groups, ordered by how many titles (then chunks) they
+    hold; each group's members ordered by centrality (count-weighted similarity to the others), its chunks and
+    count."""
+    vectors = np.asarray(encoder.embed_texts([e["title"] for e in entries]), dtype=np.float64)
+    counts = np.array([e["count"] for e in entries], dtype=np.float64)
+    groups = cluster_titles(vectors, min(n_themes, len(entries)))
+    groups.sort(key=lambda g: (-counts[g].sum(), -len({c for i in g for c in entries[i]["chunks"]}), g[0]))
+    plans = []
+    for g in groups:
+        centrality = (vectors[g] @ vectors[g].T) @ counts[g]
+        order = [g[j] for j in np.argsort(-centrality, kind="stable")]
+        plans.append({"members": [entries[i]["title"] for i in order],
+                      "chunks": sorted({c for i in g for c in entries[i]["chunks"]}),
+                      "count": int(counts[g].sum())})
+    return plans
+
+
+def _group_title_job(name: str, k: int, plans: list[dict[str, Any]], encoder: Any) -> _Job:
+    """The prompt for group k's title: its members; the answer must differ from every other group's members."""
+    plan = plans[k]
+    others = [m for j, p in enumerate(plans) if j != k for m in p["members"]]
+    return _slot_job(name, f"group {k} title", GROUP_TITLE_PROMPT.format(titles=_caption_lines(plan["members"])),
+                     "title", lambda t, a=tuple(others), m=tuple(plan["members"]): _related(
+                         encoder, parse_title(t, a), m, MIN_SIMILARITY["group"], "mean"))
+
+
+def _title_groups(found: dict[str, DatasetThemes], encoder: Any, asker: _Asker, failures: list[ThemeFailure], *,
+                  n_themes: int, max_new_tokens: int) -> dict[str, list[dict[str, Any]]]:
+    """Step 2: each dataset's chunk titles grouped (`_group_plans`), and a written title asked for every group of
+    more than one member. A group keeps its most central chunk title where it has one member ("chunk"), the
+    answer fails or repeats an earlier group's title ("chosen"). Returns the plans per dataset."""
     plans: dict[str, list[dict[str, Any]]] = {}
-    group_jobs: list[_Job] = []
-    group_owner: list[tuple[str, int]] = []
+    jobs: list[_Job] = []
+    owners: list[tuple[str, int]] = []
     for name, d in found.items():
         d.merge_levels = 1 if d.chunks else 0
         d.chunk_themes = [None] * len(d.chunks)
-        unique: dict[str, dict[str, Any]] = {}
-        for c, titles in enumerate(d.chunk_titles):
-            for t in titles:
-                entry = unique.setdefault(_norm(t), {"title": t, "count": 0, "chunks": set()})
-                entry["count"] += 1
-                entry["chunks"].add(c)
-        if d.chunks and not unique:
-            failures.append(ThemeFailure(dataset=name, stage=GROUP_STAGE, step="input",
-                                         reasons=["no chunk gave a title: nothing to group"], raw=[]))
-        if not unique:
+        entries = _distinct_titles(name, d, failures, n_themes)
+        if not entries:
             continue
-        entries = list(unique.values())
-        if len(entries) < n_themes:
-            failures.append(ThemeFailure(dataset=name, stage=GROUP_STAGE, step="input",
-                                         reasons=[f"only {len(entries)} distinct chunk title(s): fewer than "
-                                                  f"{n_themes} themes"], raw=[]))
-        vectors = np.asarray(encoder.embed_texts([e["title"] for e in entries]), dtype=np.float64)
-        counts = np.array([e["count"] for e in entries], dtype=np.float64)
-        groups = cluster_titles(vectors, min(n_themes, len(entries)))
-        groups.sort(key=lambda g: (-counts[g].sum(), -len({c for i in g for c in entries[i]["chunks"]}), g[0]))
-        plans[name] = []
-        for g in groups:
-            centrality = (vectors[g] @ vectors[g].T) @ counts[g]
-            order = [g[j] for j in np.argsort(-centrality, kind="stable")]
-            plans[name].append({"members": [entries[i]["title"] for i in order],
-                                "chunks": sorted({c for i in g for c in entries[i]["chunks"]}),
-                                "count": int(counts[g].sum())})
+        plans[name] = _group_plans(entries, encoder, n_themes)
         for k, plan in enumerate(plans[name]):
             if len(plan["members"]) > 1:
-                others = [m for j, p in enumerate(plans[name]) if j != k for m in p["members"]]
-                group_jobs.append(_slot_job(name, f"group {k} title",
-                                       GROUP_TITLE_PROMPT.format(titles=_caption_lines(plan["members"])), "title",
-                                       lambda t, a=tuple(others), m=tuple(plan["members"]): _related(
-                                           encoder, parse_title(t, a), m, MIN_SIMILARITY["group"], "mean")))
-                group_owner.append((name, k))
+                jobs.append(_group_title_job(name, k, plans[name], encoder))
+                owners.append((name, k))
     for plan in (p for ps in plans.values() for p in ps):
         plan["title"], plan["title_source"] = plan["members"][0], "chunk"
-    answers = asker.ask(group_jobs, max_new_tokens_title, GROUP_STAGE,
-                        "kept the group's most central chunk title (chosen, not written)")
-    for (name, k), title in zip(group_owner, answers):
+    answers = asker.ask(jobs, max_new_tokens, GROUP_STAGE, "kept the group's most central chunk title (chosen, not written)")
+    for (name, k), title in zip(owners, answers):
         plan = plans[name][k]
         earlier = {_norm(p["title"]) for p in plans[name][:k]}
         if title and _norm(title) in earlier:  # two groups given one title: the later keeps its own chunk title
@@ -681,27 +727,37 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                                          raw=[title]))
             title = None
         plan["title"], plan["title_source"] = (title, "written") if title else (plan["members"][0], "chosen")
+    return plans
 
-    # one sentence per theme, shown the captions of its chunks nearest its title
-    sentence_jobs: list[_Job] = []
-    sentence_owner: list[tuple[str, int]] = []
+
+def _sentence_captions(plan: dict[str, Any], d: DatasetThemes, cleaned: list[str | None], encoder: Any) -> list:
+    """The captions of a group's chunks, at most `SENTENCE_CAPTIONS` of them: those nearest its title."""
+    pool = sorted({i for c in plan["chunks"] for i in d.chunks[c]})
+    caps = [cleaned[i] for i in pool]
+    if len(caps) > SENTENCE_CAPTIONS:
+        vecs = np.asarray(encoder.embed_texts([plan["title"], *caps]), dtype=np.float64)
+        near = np.argsort(-(vecs[1:] @ vecs[0]), kind="stable")[:SENTENCE_CAPTIONS]
+        caps = [caps[j] for j in sorted(near)]
+    return caps
+
+
+def _theme_sentences(found: dict[str, DatasetThemes], plans: dict[str, list[dict[str, Any]]],
+                     cleaned: dict[str, list[str | None]], encoder: Any, asker: _Asker, *, max_new_tokens: int
+                     ) -> None:
+    """Step 3: one sentence per group, shown the captions of its chunks nearest its title, and the groups as
+    `Theme`s into ``d.themes`` (a failed sentence becomes the list of the group's chunk titles, marked)."""
+    jobs: list[_Job] = []
+    owners: list[tuple[str, int]] = []
     for name, ps in plans.items():
-        d = found[name]
         for k, plan in enumerate(ps):
-            pool = sorted({i for c in plan["chunks"] for i in d.chunks[c]})
-            caps = [cleaned[name][i] for i in pool]
-            if len(caps) > SENTENCE_CAPTIONS:
-                vecs = np.asarray(encoder.embed_texts([plan["title"], *caps]), dtype=np.float64)
-                near = np.argsort(-(vecs[1:] @ vecs[0]), kind="stable")[:SENTENCE_CAPTIONS]
-                caps = [caps[j] for j in sorted(near)]
-            sentence_jobs.append(_slot_job(name, f"theme {k} sentence",
-                                      SENTENCE_PROMPT.format(captions=_caption_lines(caps), title=plan["title"]),
-                                      "sentence", lambda t, ti=plan["title"], cc=tuple(caps): _related(
-                                          encoder, parse_sentence(t, ti, cc), [ti], MIN_SIMILARITY["sentence"])))
-            sentence_owner.append((name, k))
-    answers = asker.ask(sentence_jobs, max_new_tokens_sentence, SENTENCE_STAGE,
-                        "the theme's description lists its chunk titles instead")
-    for (name, k), sentence in zip(sentence_owner, answers):
+            caps = _sentence_captions(plan, found[name], cleaned[name], encoder)
+            jobs.append(_slot_job(name, f"theme {k} sentence",
+                                  SENTENCE_PROMPT.format(captions=_caption_lines(caps), title=plan["title"]),
+                                  "sentence", lambda t, ti=plan["title"], cc=tuple(caps): _related(
+                                      encoder, parse_sentence(t, ti, cc), [ti], MIN_SIMILARITY["sentence"])))
+            owners.append((name, k))
+    answers = asker.ask(jobs, max_new_tokens, SENTENCE_STAGE, "the theme's description lists its chunk titles instead")
+    for (name, k), sentence in zip(owners, answers):
         plan = plans[name][k]
         written = sentence is not None
         description = sentence if written else "Groups the chunk titles: " + "; ".join(plan["members"]) + "."
@@ -710,7 +766,6 @@ def _slots(found: dict[str, DatasetThemes], texts: dict[str, list[str]], cleaned
                                         description_source="written" if written else "members",
                                         members=tuple(plan["members"]), chunks=tuple(plan["chunks"]),
                                         count=plan["count"]))
-    return per_chunk
 
 
 def captions_by_dataset(inputs: Any, role: str | None = None) -> dict[str, list[str | None]]:

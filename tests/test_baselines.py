@@ -27,8 +27,34 @@ def test_logistic_regression_with_strong_penalty_predicts_the_prior():
     x = rng.normal(size=(300, 4))
     y = np.r_[np.zeros(200, int), np.ones(100, int)]
     probe = LogisticRegression(l2=1e4).fit(x, y)
-    assert probe.coef_.abs().max() < 1e-3
+    assert np.abs(probe.coef_).max() < 1e-3
     np.testing.assert_allclose(probe.predict_proba(x[:3])[:, 1], 1 / 3, atol=1e-3)  # the class share
+
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_scikit_learn_probe_minimises_the_probe_objective(k):
+    """scikit-learn's C is mapped so that the fit is the optimum of mean cross-entropy + l2 / 2 ||W||^2 over k
+    weight vectors (the torch L-BFGS probe's objective): its gradient there is zero, also for two classes."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 300)
+    x = rng.normal(size=(300, 6)) + 0.8 * np.eye(6)[y % 6]
+    l2 = 0.05
+    probe = LogisticRegression(l2=l2, max_iter=1000, tol=1e-10).fit(x, y, k)
+    z = torch.as_tensor(probe._standardise(x), dtype=torch.float64)
+    coef, bias = torch.as_tensor(probe.coef_), torch.as_tensor(probe.intercept_)
+    if k == 2:  # one vector v: the softmax's two are -v/2 and v/2
+        coef, bias = torch.cat([-coef / 2, coef / 2]), torch.cat([-bias / 2, bias / 2])
+    w, b = coef.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+    loss = F.cross_entropy(z @ w.T + b, torch.as_tensor(y)) + 0.5 * l2 * (w * w).sum()
+    loss.backward()
+    assert probe.converged_ and w.grad.abs().max() < 1e-6 and b.grad.abs().max() < 1e-6
+    logits = probe.decision_function(x)
+    assert torch.allclose(logits.double(), z @ coef.T + bias, atol=1e-5)
+    missing = LogisticRegression(l2=l2).fit(x[y < 2], y[y < 2], num_classes=4)
+    assert missing.predict_proba(x).shape == (300, 4) and np.all(missing.predict_proba(x)[:, 2:] == 0)
 
 
 def test_holdout_is_stratified_seeded_and_disjoint():

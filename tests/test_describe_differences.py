@@ -267,6 +267,74 @@ def test_benjamini_hochberg_on_a_hand_computed_example():
     assert np.allclose(benjamini_hochberg(np.array([0.5, 0.9])), [0.9, 0.9])
 
 
+
+def _hand_written_bh(p: np.ndarray) -> np.ndarray:
+    """The q-values as this module computed them before scipy: running minimum of m p_(j) / j from the top."""
+    flat = p.reshape(-1)
+    q = np.full_like(flat, np.nan)
+    finite = np.flatnonzero(np.isfinite(flat))
+    order = finite[np.argsort(flat[finite], kind="stable")]
+    scaled = flat[order] * len(finite) / np.arange(1, len(finite) + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q.reshape(p.shape)
+
+
+def test_benjamini_hochberg_by_scipy_equals_the_hand_written_formula_with_ties_and_nan():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = rng.random((3, 40)) ** 3
+        p[0, :6] = p[0, 6]  # ties
+        p[1, rng.integers(0, 40, 5)] = np.nan
+        p[2, :3] = 1.0
+        q = benjamini_hochberg(p)
+        assert np.array_equal(np.isnan(q), np.isnan(p))
+        assert np.nanmax(np.abs(q - _hand_written_bh(p))) <= 1e-12
+    assert np.all(np.isnan(benjamini_hochberg(np.full((2, 2), np.nan))))
+
+
+def test_auroc_equals_scipy_mann_whitney_u_over_n1_n0_with_ties():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.normal(size=(80, 6)), 1)
+    labels = rng.integers(0, 3, size=80)
+    auc = one_vs_rest_auroc(scores, labels, 3)
+    for d in range(3):
+        pos, neg = scores[labels == d], scores[labels != d]
+        u = mannwhitneyu(pos, neg, axis=0, method="asymptotic").statistic
+        assert np.allclose(auc[d], u / (len(pos) * len(neg)), atol=1e-12)
+
+
+def test_permutation_p_values_agree_with_scipy_permutation_test():
+    """The same null and p-value definition as scipy's permutation_test (statistic |AUROC - 0.5|, greater):
+    on the same data the two p-values differ only by Monte Carlo error (different permutations)."""
+    from scipy.stats import permutation_test as scipy_permutation_test
+
+    rng = np.random.default_rng(6)
+    labels = np.repeat([0, 1, 2], 20)
+    scores = np.round(rng.normal(size=(60, 5)), 1)
+    scores[labels == 0, 0] += 1.5  # clear
+    scores[labels == 1, 1] += 0.5  # borderline
+    scores[labels == 2, 2] += np.linspace(0.0, 1.0, 20)
+    n_perm = 4000
+    auc, p = permutation_test(scores, labels, 3, n_perm=n_perm, seed=1)
+    ranks = column_ranks(scores).T
+    for d in range(3):
+        pos, neg = ranks[:, labels == d], ranks[:, labels != d]
+        n1, n0 = pos.shape[1], neg.shape[1]
+
+        def extremeness(x, y, axis, n1=n1, n0=n0):
+            return np.abs((x.sum(axis=axis) - n1 * (n1 + 1) / 2) / (n1 * n0) - 0.5)
+
+        ref = scipy_permutation_test((pos, neg), extremeness, permutation_type="independent", vectorized=True,
+                                     n_resamples=n_perm, alternative="greater", axis=-1,
+                                     rng=np.random.default_rng(2))
+        assert np.allclose(ref.statistic, np.abs(auc[d] - 0.5), atol=1e-12)
+        tolerance = 4 * np.sqrt(ref.pvalue * (1 - ref.pvalue) / n_perm) + 2 / n_perm
+        assert np.all(np.abs(p[d] - ref.pvalue) <= tolerance), (d, p[d], ref.pvalue)
+    assert p[0, 0] == 1 / (1 + n_perm)
+
+
 # --- merging, proposers --------------------------------------------------------------------------------------
 
 def test_near_duplicates_are_merged_into_the_first_by_cosine_similarity():

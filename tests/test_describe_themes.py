@@ -285,6 +285,36 @@ def test_cluster_titles_finds_the_planted_groups():
     assert cluster_titles(vectors, 7) == [[i] for i in range(7)] and cluster_titles(vectors[:0], 3) == []
 
 
+
+def _greedy_average_linkage(vectors: np.ndarray, k: int) -> list[list[int]]:
+    """The clustering as this module did it before scipy: merge the pair of groups of largest mean similarity."""
+    sim = vectors @ vectors.T
+    groups, total = [[i] for i in range(len(vectors))], sim.copy()
+    while len(groups) > k:
+        sizes = np.array([len(g) for g in groups], dtype=np.float64)
+        mean = total / np.outer(sizes, sizes)
+        np.fill_diagonal(mean, -np.inf)
+        a, b = sorted(np.unravel_index(int(np.argmax(mean)), mean.shape))
+        groups[a] = sorted(groups[a] + groups[b])
+        total[a, :] += total[b, :]
+        total[:, a] += total[:, b]
+        total = np.delete(np.delete(total, b, axis=0), b, axis=1)
+        del groups[b]
+    return sorted(groups, key=lambda g: g[0])
+
+
+def test_cluster_titles_by_scipy_equals_the_hand_written_average_linkage():
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(2, 30))
+        k = int(rng.integers(1, n + 1))
+        vectors = rng.normal(size=(n, 8)) + 3 * (rng.integers(0, 5, n)[:, None] == np.arange(8))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        groups = cluster_titles(vectors, k)
+        assert len(groups) == k and sorted(i for g in groups for i in g) == list(range(n))
+        assert groups == _greedy_average_linkage(vectors, k), seed
+
+
 def test_slots_needs_an_encoder_and_a_known_procedure():
     with pytest.raises(ConfigError, match="needs a text encoder"):
         describe_themes({"a": ["x"]}, SlotLLM())

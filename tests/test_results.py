@@ -17,6 +17,21 @@ def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_samples():
     assert abs((bhi - blo) / 2 - 1.96 * np.sqrt(0.7 * 0.3 / 10000)) < 0.002
 
 
+
+def test_bootstrap_interval_by_scipy_equals_the_hand_written_percentile_interval():
+    """scipy.stats.bootstrap (percentile) draws the same resamples from the same generator as the loop it
+    replaced, so the published intervals do not move."""
+    for n, seed in ((2, 0), (37, 1), (500, 2), (20_000, 3)):
+        correct = (np.random.default_rng(n).random(n) < 0.7).astype(np.float64)
+        rng = np.random.default_rng([seed, 95])
+        chunk = max(1, min(1000, 2**24 // n))
+        means = np.concatenate([correct[rng.integers(0, n, size=(min(chunk, 1000 - s), n))].mean(axis=1)
+                                for s in range(0, 1000, chunk)])
+        assert bootstrap_ci(correct, 1000, seed) == tuple(np.quantile(means, [0.025, 0.975]))
+    assert bootstrap_ci(np.array([1.0])) == (1.0, 1.0)
+    assert all(np.isnan(bootstrap_ci(np.array([]))))
+
+
 def test_confusion_and_summary_known_answer():
     labels = np.array([0, 0, 0, 1, 1, 2])
     preds = np.array([0, 1, 0, 1, 2, 2])
