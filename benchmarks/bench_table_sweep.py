@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bias.experiment.verdict import above_chance, learnability_verdict  # noqa: E402
+
 TARGET = 0.02   # accuracy >= best probe - 2 points
 SEEDS_ZONE = 0.03  # within 3 points of that line, a single seed does not decide: use 3 seeds
 
@@ -51,7 +54,10 @@ def run_set(name: str, folder: Path, args: argparse.Namespace, overrides: list[s
 def cells(table_dir: Path) -> list[dict]:
     out = []
     for row in json.loads((table_dir / "table.json").read_text()):
-        runs = [json.loads((Path(d) / "results.json").read_text()) for d in row["run_dirs"]]
+        runs = [json.loads((ROOT / d / "results.json").read_text()) for d in row["run_dirs"]]  # relative: to ROOT
+        for r in runs:  # the verdict as this code decides it from the run's stored numbers (history, probes, n_val)
+            r["verdict"] = learnability_verdict(r["history"], r["verdict"]["train_chance"], r["accuracy"],
+                                                r.get("baselines") or [], n_val=int(r["n_val"]))
         acc = [r["accuracy"] for r in runs]
         train = [r["verdict"]["final_train_accuracy"] for r in runs]
         probes: dict[str, list[float]] = {}
@@ -64,10 +70,14 @@ def cells(table_dir: Path) -> list[dict]:
         verdicts = [r["verdict"]["verdict"] for r in runs]
         learned = all(v == "learned" for v in verdicts)
         gap = mean - best_acc
+        n_val = int(runs[0]["n_val"])
+        # the other acceptable outcome: the information is absent, the row under-fit with all probes at chance
+        absent = all(v == "under-fit" for v in verdicts) and not any(
+            above_chance(sum(a) / len(a), n_val, runs[0]["chance"]) for a in probes.values())
         out.append({"row": row["label"], "family": runs[0].get("family"), "accuracy": mean, "seeds": len(acc),
                     "train_accuracy": sum(train) / len(train), "best_probe": best, "probe_accuracy": best_acc,
                     "chance": runs[0]["chance"], "verdicts": verdicts, "gap": gap,
-                    "meets": learned and gap >= -TARGET,
+                    "absent": absent, "meets": (learned and gap >= -TARGET) or absent,
                     "decided": len(acc) >= 3 or abs(gap + TARGET) > SEEDS_ZONE - TARGET,
                     "train_time_s": sum(r.get("train_time_s", 0) for r in runs)})
     return out
@@ -85,7 +95,9 @@ def write_markdown(results: list[dict], path: Path, args: argparse.Namespace) ->
                   "|---|---|---|---|---|---|---|"]
         for c in res["cells"]:
             met = "yes" if c["meets"] else "**no**"
-            if not c["decided"]:
+            if c["absent"]:
+                met = "yes: no signal (network and probes at chance)"
+            elif not c["decided"]:
                 met += " (within 3 points: needs 3 seeds)"
             lines.append(f"| {c['row']} | {pct(c['accuracy'])} (n={c['seeds']}) | {pct(c['train_accuracy'])} | "
                          f"{c['best_probe']} {pct(c['probe_accuracy'])} | {'/'.join(sorted(set(c['verdicts'])))} | "

@@ -191,3 +191,21 @@ def test_verdict_markers_over_seeds():
     assert verdict_marker([LEARNED, LEARNED]) == ""
     assert verdict_marker([UNDER_FIT, UNDER_FIT]) == "under-fit"
     assert verdict_marker([LEARNED, BEATEN, UNDER_FIT]) == "under-fit/beaten by baseline 2/3 seeds"
+
+
+def test_the_verdict_lets_no_noise_decide_on_a_small_val_set():
+    """Issue 21's photo_jpeg cells at 320 val images: a 5.3-point probe lead where both sit at chance is noise,
+    not 'beaten'; a network and probes all at chance is 'under-fit' (no signal found); the same numbers on
+    3,000 val images are decided as before, and a network far above chance is never called under-fit."""
+    from bias.experiment.verdict import above_chance, significantly_better
+
+    probe = [{"name": "pixels", "accuracy": 0.509}]
+    small = learnability_verdict(_history(0.552), 0.5, 0.456, probe, n_val=320)
+    assert small["verdict"] == UNDER_FIT and "at chance" in small["reason"] and small["n_val"] == 320
+    assert learnability_verdict(_history(0.552), 0.5, 0.456, probe)["verdict"] == BEATEN  # margins only
+    big_probe = [{"name": "pixels", "accuracy": 0.73}]
+    assert learnability_verdict(_history(0.63), 0.25, 0.656, big_probe, n_val=2400)["verdict"] == BEATEN
+    assert learnability_verdict(_history(0.63), 0.25, 0.656, big_probe, n_val=60)["verdict"] == LEARNED  # 7.4 pts, n=60
+    assert learnability_verdict(_history(0.71), 0.5, 0.709, probe, n_val=320)["verdict"] == LEARNED
+    assert above_chance(0.60, 320, 0.5) and not above_chance(0.53, 320, 0.5) and above_chance(0.53, 5000, 0.5)
+    assert significantly_better(0.73, 0.656, 2400) and not significantly_better(0.509, 0.456, 320)

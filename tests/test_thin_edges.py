@@ -89,7 +89,7 @@ def test_the_table_marks_a_row_whose_network_loses_to_its_probe(tmp_path):
             f"a,{'a' if i < n_right else 'b'}\n" for i in range(100)))
         history = [{"epoch": e, "train_acc": 0.629} for e in range(1, 11)]
         baselines = [{"name": "pixels", "accuracy": probe}]
-        verdict = learnability_verdict(history, 0.25, accuracy, baselines)
+        verdict = learnability_verdict(history, 0.25, accuracy, baselines, n_val=2400)
         return {"transform": name, "family": "structural", "accuracy": accuracy, "chance": 0.25, "seed": 0,
                 "baselines": baselines, "verdict": verdict}, folder
 

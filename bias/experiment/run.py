@@ -377,7 +377,7 @@ def _evaluate(cfg: DictConfig, transform: Transform, recipe: dict[str, Any], mod
     results = summarize(ev.label, ev.pred, split.names, seed)
     verdict = learnability_verdict(outcome.history, train_chance(split.train_labels, split.num_classes),
                                    results["accuracy"], baselines["baselines"],
-                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))))
+                                   VerdictOptions.from_config(_plain(cfg.get("verdict"))), n_val=len(ev.label))
     skipped = data.skipped + [dict(f, stage="load") for f in outcome.failed_train + ev.failed]
     results.update(
         transform=transform.name,

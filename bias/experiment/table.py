@@ -233,9 +233,10 @@ def write_table(rows: Sequence[Row], out: Path, title: str, num_classes: int,
         f"YFCC/CC/DataComp (3-way, chance {YCD_CHANCE:.1f}%): a different dataset, shown for orientation only.",
         "",
         "Baselines are linear probes fitted on the same split and transformed inputs (mean over seeds). A marker "
-        "in brackets flags seeds whose network did not learn: **under-fit** (train accuracy near chance: the "
-        "number says nothing about the transform) or **beaten by baseline** (a probe is more than 5 points "
-        "better: read the probe's number as the lower bound).",
+        "in brackets flags seeds whose network did not learn: **under-fit** (train accuracy near chance, or the "
+        "network and every probe at chance on val: the number says nothing more than that no signal was found) "
+        "or **beaten by baseline** (a probe is more than 5 points and significantly better: read the probe's "
+        "number as the lower bound).",
         "",
         "| transform | family | accuracy | verdict | 95% interval | drop from reference | chance "
         "| baselines (linear probes) | seeds | published YCD (paper, other data) | run |",

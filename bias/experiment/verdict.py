@@ -11,8 +11,16 @@ could have fitted that information. Three verdicts:
   and the probe's number is the better lower bound on what the transform keeps.
 * ``learned``: neither.
 
-Under-fit is checked first: it is the stronger statement. The verdict records the numbers it was
-decided on.
+Under-fit is checked first: it is the stronger statement. Given the number of val images, two checks
+keep noise from deciding (one-sided tests at ``alpha``, 5%):
+
+* a network and every probe that are all at chance on val (none significantly above it, binomial
+  test) is also ``under-fit``: no signal that the recipe or a linear probe can find in these data, so the
+  row's number is chance, whatever its train accuracy;
+* a probe beats the network only if its lead is both more than ``baseline_margin`` and significant
+  (two-proportion z-test): on a small val set a 5-point lead can be noise.
+
+The verdict records the numbers it was decided on.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import numpy as np
 from bias.experiment.config import VerdictConfig, options_from_config
 
 LEARNED, UNDER_FIT, BEATEN = "learned", "under-fit", "beaten by baseline"
+ALPHA = 0.05  # one-sided significance level of the verdict's tests
 VERDICTS = (LEARNED, UNDER_FIT, BEATEN)
 
 
@@ -46,14 +55,38 @@ def train_chance(labels: np.ndarray, num_classes: int) -> float:
     return float(np.bincount(labels, minlength=num_classes).max() / len(labels)) if len(labels) else 1.0 / num_classes
 
 
+def above_chance(accuracy: float, n: int, chance: float, alpha: float = ALPHA) -> bool:
+    """Is `accuracy` on `n` images significantly above `chance` (one-sided exact binomial test)?"""
+    from scipy.stats import binomtest
+
+    return binomtest(round(accuracy * n), n, min(max(chance, 1e-12), 1 - 1e-12), alternative="greater").pvalue < alpha
+
+
+def significantly_better(a: float, b: float, n: int, alpha: float = ALPHA) -> bool:
+    """Is accuracy `a` significantly above `b`, both on the same `n` images (one-sided two-proportion z-test)?
+
+    The test treats the two as independent samples; on the same images they are positively correlated, so
+    this is conservative (it calls fewer leads significant than a paired test would).
+    """
+    from scipy.stats import norm
+
+    pooled = (a + b) / 2
+    se = float(np.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12)))
+    return float(norm.sf((a - b) / se)) < alpha
+
+
 def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, val_accuracy: float,
                          baselines: Sequence[Mapping[str, Any]] = (),
-                         options: VerdictOptions = VerdictOptions()) -> dict[str, Any]:
-    """The verdict of one run from its training history, its train-set chance and its baselines."""
+                         options: VerdictOptions = VerdictOptions(), n_val: int | None = None) -> dict[str, Any]:
+    """The verdict of one run from its training history, its train-set chance and its baselines.
+
+    With `n_val` (the number of val images) the verdict also tests significance (module docstring); without
+    it only the margins decide.
+    """
     final_train = float(history[-1]["train_acc"]) if history else float("nan")
     scored = [b for b in baselines if b.get("accuracy") == b.get("accuracy")]
     best = max(scored, key=lambda b: b["accuracy"]) if scored else None
-    out: dict[str, Any] = {"final_train_accuracy": final_train, "train_chance": chance,
+    out: dict[str, Any] = {"final_train_accuracy": final_train, "train_chance": chance, "n_val": n_val,
                            "val_accuracy": val_accuracy, "underfit_margin": options.underfit_margin,
                            "baseline_margin": options.baseline_margin,
                            "best_baseline": None if best is None else {"name": best["name"],
@@ -62,7 +95,15 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
         out.update(verdict=UNDER_FIT, reason=(
             f"final train accuracy {100 * final_train:.1f}% is within {100 * options.underfit_margin:.0f} points "
             f"of chance ({100 * chance:.1f}%): the network did not fit, the number says nothing about the transform"))
-    elif best is not None and best["accuracy"] - val_accuracy > options.baseline_margin:
+    elif n_val and not above_chance(val_accuracy, n_val, chance) and not any(
+            above_chance(b["accuracy"], n_val, chance) for b in scored):
+        out.update(verdict=UNDER_FIT, reason=(
+            f"the network ({100 * val_accuracy:.1f}%) and every probe"
+            + (f" (best {best['name']} {100 * best['accuracy']:.1f}%)" if best else "")
+            + f" are at chance ({100 * chance:.1f}%) on {n_val} val images: no signal that this recipe or a "
+            "linear probe finds"))
+    elif best is not None and best["accuracy"] - val_accuracy > options.baseline_margin and (
+            not n_val or significantly_better(best["accuracy"], val_accuracy, n_val)):
         out.update(verdict=BEATEN, reason=(
             f"the {best['name']} probe reaches {100 * best['accuracy']:.1f}%, {100 * (best['accuracy'] - val_accuracy):.1f} "
             f"points above the network ({100 * val_accuracy:.1f}%): the recipe is too weak for these data"))
