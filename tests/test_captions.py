@@ -417,6 +417,6 @@ def test_end_to_end_on_two_ranks_a_killed_caption_cache_resumes_and_a_fine_tuned
     grid = r["text"]["grid"]
     assert [(p["lr"], p["epochs"]) for p in grid["points"]] == [(1e-3, 1), (1e-4, 1)]
     assert grid["chosen"] in [{"lr": p["lr"], "epochs": 1} for p in grid["points"]]
-    assert (out / "grid" / "lr0.001-ep1" / "checkpoints" / "checkpoint.pt").exists()
+    assert (out / "grid" / "lr0.001-ep1" / "checkpoints" / "epoch_0001" / "trainer_state.json").exists()
     assert [b["name"] for b in r["baselines"]] == ["bag_of_words"] and r["verdict"]["verdict"] in (
         "learned", "under-fit", "beaten by baseline")
