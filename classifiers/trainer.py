@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,7 +44,7 @@ CHECKPOINTS = "checkpoints"
 #: our counters in a checkpoint folder, beside accelerate's files; written last, so it marks the folder complete
 TRAINER_STATE = "trainer_state.json"
 
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)  # lines on the main process only (`_log`); plain, no [RANK n] prefix
 
 #: Called after every epoch once its checkpoint is written, on every process: `callback(epoch)` (0-based).
 EpochCallback = Callable[[int], None]
@@ -284,14 +283,14 @@ class _Training:
         if damaged:
             if self.accelerator.is_main_process:
                 set_aside(folder)
-            logger.info(f"note: {damaged}: training starts again from the first epoch")
+            self._log(f"note: {damaged}: training starts again from the first epoch")
         if state is None:
             return 0, damaged
         with _quiet("accelerate.checkpointing", "accelerate.accelerator"):
             self.accelerator.load_state(str(folder))
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = int(state["step"]), list(state["history"])
-        logger.info(f"resuming from {folder} after epoch {int(state['epoch']) + 1}")
+        self._log(f"resuming from {folder} after epoch {int(state['epoch']) + 1}")
         return int(state["epoch"]) + 1, None
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -348,11 +347,15 @@ class _Training:
             check_finite_outputs(self.evaluation, epoch + 1, self.step)
             record["val_acc"] = self.evaluation.accuracy
 
+    def _log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            logger.info(message)
+
     def end_epoch(self, epoch: int, record: dict[str, float]) -> None:
         """Record and log the epoch, then checkpoint it."""
         self.history.append(record)
         self.accelerator.log({k: v for k, v in record.items() if k not in ("epoch", "step")}, step=self.step)
-        logger.info(f"epoch {epoch + 1}/{self.epochs}: loss {record['train_loss']:.4f}, "
+        self._log(f"epoch {epoch + 1}/{self.epochs}: loss {record['train_loss']:.4f}, "
                     f"train acc {100 * record['train_acc']:.1f}%"
                     + (f", val acc {100 * record['val_acc']:.1f}%" if "val_acc" in record else ""))
         with _quiet("accelerate.checkpointing", "accelerate.accelerator"):
