@@ -2,7 +2,9 @@
 
 Group "a": RandomResizedCrop + flip + RandAugment + ImageNet normalisation; "b": crop + flip;
 "c": crop only. The recipe says what each group holds (`recipe.groups`), the transform says
-which group it uses (`Transform.augment_group`).
+which group it uses (`Transform.augment_group`). A transform whose output is a chart rather than a
+scene (`Transform.view = "whole"`, e.g. colours sorted into rows) is shown whole instead, in training
+and evaluation alike (`whole_view`).
 """
 
 from __future__ import annotations
@@ -146,8 +148,33 @@ def normalizer(recipe: Mapping[str, Any], group: str, transform: str | None = No
     return ChannelNormalize(IMAGENET_MEAN, IMAGENET_STD) if normalize else None
 
 
-def train_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
+VIEWS = ("scene", "whole")
+
+
+def whole_view(size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """The whole image resized to `size` x `size` (bicubic, antialiased; untouched when already that size),
+    no crop, no flip: for charts, where every position means something (`Transform.view = "whole"`)."""
+
+    def resize(img: Image.Image) -> Image.Image:
+        if img.size == (size, size):
+            return img
+        return TF.resize(img, [size, size], InterpolationMode.BICUBIC, antialias=True)
+
+    return T.Compose([resize, to_unit_tensor])
+
+
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"a transform's view must be one of {VIEWS}, not {view!r}")
+
+
+def train_augment(recipe: Mapping[str, Any], group: str, view: str = "scene"
+                  ) -> Callable[[Image.Image], torch.Tensor]:
+    """The training view of the group's published augmentation, or the whole image for `view="whole"`."""
     spec = _group(recipe, group)
+    _check_view(view)
+    if view == "whole":
+        return whole_view(int(recipe["image_size"]))
     size = int(recipe["image_size"])
     crop = spec.get("crop", "resized")
     if crop == "resized":
@@ -192,9 +219,14 @@ def posterize_to_zero_bits(rand_augment: Any) -> Any:
     return rand_augment
 
 
-def eval_augment(recipe: Mapping[str, Any], group: str) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side to `eval_resize` (bicubic), centre-crop `image_size` (paper: 256 -> 224)."""
+def eval_augment(recipe: Mapping[str, Any], group: str, view: str = "scene"
+                 ) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side to `eval_resize` (bicubic), centre-crop `image_size` (paper: 256 -> 224); the
+    whole image resized to `image_size` for `view="whole"`."""
     _group(recipe, group)
+    _check_view(view)
     size = int(recipe["image_size"])
+    if view == "whole":
+        return whole_view(size)
     resize = int(recipe.get("eval_resize") or size)
     return T.Compose([T.Resize(resize, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size), to_unit_tensor])

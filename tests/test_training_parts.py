@@ -287,3 +287,38 @@ def test_the_shift_crop_keeps_the_eval_scale_so_one_pixel_lines_survive_exactly(
     recipe["groups"]["c"]["crop"] = "zoom"
     with pytest.raises(ValueError, match="'resized' or 'shift'"):
         train_augment(recipe, "c")
+
+
+def test_a_chart_transform_is_seen_whole_so_the_tails_of_the_sorted_colours_survive():
+    """`color_hist` declares `view = "whole"`: its sorted-colour chart reaches the classifier whole (resized to
+    image_size), in training and evaluation alike, whatever the group's crop. Known answer: a white image with
+    2% black ink; the chart's first rows hold the ink, and the group's centre crop (64 -> 56) cut all of it."""
+    import random
+
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from classifiers.augment import eval_augment, train_augment
+    from tests.conftest import ROOT
+    from transforms.classical.colour_hist import ColourHistogramImage
+
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)
+    assert ColourHistogramImage.view == "whole" and ColourHistogramImage.augment_group == "c"
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image.reshape(-1, 3)[:82] = 0  # 82 of 4,096 pixels: 2% ink
+    chart = Image.fromarray(ColourHistogramImage(size=64).apply_image(image))
+    assert np.asarray(chart)[0, :64].max() == 0  # the darkest quantiles fill the first row
+    cropped = eval_augment(recipe, "c")(chart)  # the group's view: shorter side 64, centre 56
+    assert cropped.min() > 0.99  # no ink left: the crop cut the first 4 rows
+    views = [eval_augment(recipe, "c", "whole")]
+    for seed in range(5):
+        random.seed(seed)
+        views.append(train_augment(recipe, "c", "whole"))
+    for view in views:
+        x = view(chart)
+        assert x.shape == (3, 56, 56)
+        ink = (x.mean(0) < 0.5).float().mean().item()
+        assert 0.01 < ink < 0.03  # the ink's share survives the resize, in every view
+        assert torch.equal(x, views[0](chart))  # deterministic: no crop, no flip
+    with pytest.raises(ValueError, match="view must be one of"):
+        eval_augment(recipe, "c", "zoom")

@@ -55,6 +55,12 @@ class Transform:
     kind: ClassVar[str] = "online"
     augment_group: ClassVar[str] = "a"
     family: ClassVar[str] = "reference"
+    #: How the classifier frames an image output. "scene" (default): the augmentation group's crops and
+    #: flips, as for a photograph. "whole": the output is a chart in which every position means something (a
+    #: colour distribution sorted into rows, a histogram's bars), so a crop would cut part of it and a flip
+    #: would reorder it; training, evaluation and the probes all see it whole, resized to the recipe's
+    #: image size (`classifiers.augment.whole_view`), whatever the recipe or group.
+    view: ClassVar[str] = "scene"
     #: "image": the classifier sees an image; "vector": `apply_image` returns a 1-D feature
     #: vector of length `vector_size()`, classified by a small MLP (`model=mlp`); "text": a precomputed
     #: transform whose first text output (e.g. a caption) is read back from the cache and classified by a

@@ -449,14 +449,14 @@ def _train(cfg: DictConfig, recipe: dict[str, Any], model_cfg: dict[str, Any], s
         outcome, baselines, text_info = classify_texts(cfg, recipe, split, store, seed, run_dir, accelerator,
                                                        callbacks)
     else:
-        group = transform.augment_group
+        group, view = transform.augment_group, transform.view
         size = int(recipe["image_size"])
         norm = normalizer(recipe, group, transform.name)
         decoded = decode_cache_from_recipe(recipe)  # shared: the probes' pass decodes, training epochs reuse
-        train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group), transform, seed,
+        train_set = ImageDataset(train_read, split.train_labels, train_augment(recipe, group, view), transform, seed,
                                  SEED_SALT_TRAIN, size, resize, report_paths=split.train_paths, normalize=norm,
                                  decode_cache=decoded)
-        val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group), transform, seed,
+        val_set = ImageDataset(val_read, split.val_labels, eval_augment(recipe, group, view), transform, seed,
                                SEED_SALT_VAL, size, resize, report_paths=split.val_paths, normalize=norm,
                                decode_cache=decoded)
 
@@ -498,7 +498,7 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
             warn(damaged)
         if result[0] is None:
             group, size = transform.augment_group, int(recipe["image_size"])
-            view = eval_augment(recipe, group)
+            view = eval_augment(recipe, group, transform.view)
             probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
                                        resize, report_paths=split.train_paths, decode_cache=decoded)
             probe_val = ImageDataset(val_read, split.val_labels, view, transform, seed, SEED_SALT_VAL, size, resize,
