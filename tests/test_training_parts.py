@@ -322,3 +322,17 @@ def test_a_chart_transform_is_seen_whole_so_the_tails_of_the_sorted_colours_surv
         assert torch.equal(x, views[0](chart))  # deterministic: no crop, no flip
     with pytest.raises(ValueError, match="view must be one of"):
         eval_augment(recipe, "c", "zoom")
+
+
+def test_the_run_hash_names_a_whole_view_so_a_cropped_colour_run_is_not_reused():
+    """Run folders made before color_hist was seen whole hold cropped results: the config hash differs."""
+    from omegaconf import OmegaConf
+
+    from bias.experiment.run import config_hash, experiment_config
+
+    assert experiment_config(OmegaConf.create({"transform": {"name": "color_hist"}}))["transform_view"] == "whole"
+    assert "transform_view" not in experiment_config(OmegaConf.create({"transform": {"name": "canny"}}))
+    import hashlib
+
+    plain = OmegaConf.create({"transform": {"name": "canny"}})  # a scene transform's hash is what it always was
+    assert config_hash(plain) == hashlib.sha1(b'{"transform": {"name": "canny"}}').hexdigest()[:8]

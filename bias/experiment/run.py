@@ -33,6 +33,7 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from bias.core.distributed import partial_state, use_cpu
 from bias.core.errors import BiasError, ConfigError, TrainingDiverged
 from bias.core.io import folder_lock, read_derived, read_json_object, warn, write_json, write_text_atomic
+from bias.core.registry import UnknownNameError
 from bias.core.strings import StringColumn
 from bias.data.dedup import NearDuplicateOptions, split_near_duplicates
 from bias.data.sources import resolve_sources
@@ -47,7 +48,7 @@ from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, DecodeCache, ImageD
 from classifiers.models import TEXT_MODELS, check_classifier, check_model_name, create_classifier
 from classifiers.trainer import EpochCallback, train_classifier
 from transforms.base import Transform, output_store
-from transforms.registry import create_transform
+from transforms.registry import create_transform, get_transform_class
 
 RUNTIME_KEYS = ("out", "seed", "seeds", "cache_dir", "num_workers", "print_config", "log_level")
 logger = logging.getLogger(__name__)
@@ -66,7 +67,18 @@ def experiment_config(cfg: DictConfig) -> dict[str, Any]:
     plain.get("data", {}).pop("expected", None)
     if not (plain.get("data", {}).get("near_duplicates") or {}).get("enabled"):
         plain.get("data", {}).pop("near_duplicates", None)  # a disabled analysis does not change results
+    view = _transform_view(plain.get("transform"))
+    if view != "scene":  # how the classifier frames the output changes results; "scene" keeps older hashes
+        plain["transform_view"] = view
     return plain
+
+
+def _transform_view(tcfg: Any) -> str:
+    """The configured transform's `view` ("scene" when it is not a registered transform)."""
+    try:
+        return get_transform_class(str(tcfg["name"])).view
+    except (TypeError, KeyError, UnknownNameError):
+        return "scene"
 
 
 def config_hash(cfg: DictConfig) -> str:
