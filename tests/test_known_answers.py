@@ -86,7 +86,8 @@ def test_judge_marks_disagreements(tmp_path):
     assert cells["hog"].agrees is None and cells["hog"].expectation == "not declared"
     write_report(list(cells.values()), tmp_path / "known_answers.md")
     text = (tmp_path / "known_answers.md").read_text()
-    assert "| canny | loses | 65.0 +- 7.1 | 70.0, 60.0 | 33.3 | keeps | **NO** |" in text
+    assert "| canny | loses | 65.0 +- 7.1 (n=2) | 70.0, 60.0 | 33.3 | keeps | **NO** |" in text
+    assert "| hog | not declared | 40.0 (n=1) | 40.0 |" in text  # one seed: no spread, not "+- 0.0"
 
 
 # --- the instrument learns what is learnable: a pair of sets that differ only by processing ----------

@@ -130,20 +130,28 @@ def judge(preset: str, table_json: Path) -> list[Cell]:
     return sorted(cells, key=lambda c: order[c.expectation])
 
 
+def _mean_std(accuracies: Sequence[float]) -> str:
+    """"65.0 +- 7.1 (n=2)" in percent; one seed has no spread to show: "65.0 (n=1)"."""
+    n = len(accuracies)
+    mean = sum(accuracies) / n
+    if n == 1:
+        return f"{100 * mean:.1f} (n=1)"
+    std = (sum((a - mean) ** 2 for a in accuracies) / (n - 1)) ** 0.5
+    return f"{100 * mean:.1f} +- {100 * std:.1f} (n={n})"
+
+
 def write_report(cells: Sequence[Cell], path: Path, note: str = "") -> None:
     """known_answers.md (+ .json): one table per preset, disagreements marked."""
     lines = ["# Known answers: declared keeps/loses vs measured accuracy", "",
              f"keeps: accuracy > chance + {100 * KEEPS_MARGIN:.0f} points; loses: < chance + "
              f"{100 * LOSES_MARGIN:.0f} points (mean over seeds). {note}".strip(), ""]
     for preset in dict.fromkeys(c.preset for c in cells):
-        lines += [f"## {preset}", "", "| transform | declared | accuracy % (mean +- std) | per seed | chance % | "
-                  "measured side | agrees |", "|---|---|---|---|---|---|---|"]
+        lines += [f"## {preset}", "", "| transform | declared | accuracy % (mean +- std; n seeds) | per seed | "
+                  "chance % | measured side | agrees |", "|---|---|---|---|---|---|---|"]
         for c in (c for c in cells if c.preset == preset):
-            n = len(c.accuracies)
-            std = (sum((a - c.mean) ** 2 for a in c.accuracies) / (n - 1)) ** 0.5 if n > 1 else 0.0
             agree = "-" if c.agrees is None else "yes" if c.agrees else "**NO**"
             seeds = ", ".join(f"{100 * a:.1f}" for a in c.accuracies)
-            lines.append(f"| {c.transform} | {c.expectation} | {100 * c.mean:.1f} +- {100 * std:.1f} | {seeds} | "
+            lines.append(f"| {c.transform} | {c.expectation} | {_mean_std(c.accuracies)} | {seeds} | "
                          f"{100 * c.chance:.1f} | {c.side} | {agree} |")
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
