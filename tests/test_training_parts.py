@@ -336,3 +336,30 @@ def test_the_run_hash_names_a_whole_view_so_a_cropped_colour_run_is_not_reused()
 
     plain = OmegaConf.create({"transform": {"name": "canny"}})  # a scene transform's hash is what it always was
     assert config_hash(plain) == hashlib.sha1(b'{"transform": {"name": "canny"}}').hexdigest()[:8]
+
+
+def test_epochs_scale_lengthens_one_transforms_run_in_proportion_to_recipe_epochs():
+    """`recipe.epochs_scale: {name: factor}` multiplies the epochs of that transform's run only; a shorter
+    `recipe.epochs` (a quick run, the known-answer budget) shortens it in proportion, never below warmup."""
+    from bias.core.errors import ConfigError
+    from bias.experiment.config import RecipeConfig
+    from bias.experiment.run import recipe_for_transform
+
+    recipe = {"epochs": 10, "warmup_epochs": 1, "epochs_scale": {"pixel_shuffle": 2.5}}
+    assert recipe_for_transform(recipe, "pixel_shuffle")["epochs"] == 25
+    assert recipe_for_transform(recipe, "canny") is recipe
+    assert recipe_for_transform({**recipe, "epochs": 4}, "pixel_shuffle")["epochs"] == 10
+    assert recipe_for_transform({**recipe, "epochs": 1, "epochs_scale": {"x": 0.1}}, "x")["epochs"] == 1
+    assert recipe["epochs"] == 10  # not modified in place
+    fields = RecipeConfig.model_fields
+    assert "epochs_scale" in fields
+    with pytest.raises((ConfigError, ValueError)):
+        RecipeConfig.model_validate({**_cpu_recipe(), "epochs_scale": {"pixel_shuffle": -1}})
+
+
+def _cpu_recipe() -> dict:
+    from omegaconf import OmegaConf
+
+    from tests.conftest import ROOT
+
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)

@@ -126,6 +126,7 @@ class RecipeConfig(Section):
     channels_last: bool = False  # convolutions in NHWC (faster on CPU and on GPUs with mixed precision)
     decode_cache_mb: NonNegativeFloat = 0  # decoded images kept in RAM per process (0: decode every epoch)
     normalize_overrides: dict[str, bool] | None = None  # transform name -> normalise or not
+    epochs_scale: dict[str, PositiveFloat] | None = None  # transform name -> x epochs (a row that needs a longer run)
     # text classifiers (recipe=sentence_t5): choose lr x epochs on a held-out share of train, then train on all
     grid: GridConfig | None = None
     grid_holdout: OpenFraction = 0.1

@@ -300,10 +300,24 @@ def _run_in_folder(cfg: DictConfig, seed: int, transform: Transform, run_dir: Pa
 
 
 def _recipe(cfg: DictConfig) -> dict[str, Any]:
-    """The recipe as a dict, with the number of data-loading workers this run uses."""
+    """The recipe as a dict, with the number of data-loading workers this run uses and the transform's epochs."""
     recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
     recipe["num_workers"] = int(cfg.num_workers if cfg.get("num_workers") is not None else recipe.get("num_workers", 0))
-    return recipe
+    return recipe_for_transform(recipe, str(cfg.transform.name))
+
+
+def recipe_for_transform(recipe: dict[str, Any], transform: str) -> dict[str, Any]:
+    """The recipe one transform trains with: `epochs_scale: {transform name: factor}` multiplies `epochs` for a
+    row that needs a longer schedule (rounded, at least `warmup_epochs`); a shorter `recipe.epochs` on the
+    command line shortens that row in proportion. Warmup and evaluation points stay as set."""
+    scale = (recipe.get("epochs_scale") or {}).get(transform)
+    if scale is None:
+        return recipe
+    epochs = max(int(round(int(recipe["epochs"]) * float(scale))), int(recipe.get("warmup_epochs") or 0), 1)
+    if epochs != int(recipe["epochs"]):
+        logger.info("recipe.epochs_scale: %s trains %d epochs (recipe.epochs %d x %g)", transform, epochs,
+                    int(recipe["epochs"]), float(scale))
+    return {**recipe, "epochs": epochs}
 
 
 def _check_folder_holds(run_dir: Path, expected: dict[str, Any]) -> None:
