@@ -106,7 +106,8 @@ def test_resume_after_a_kill_gives_the_same_metrics(two_folders, tmp_path, preci
     The GradScaler that fp16 brings is checked in tests/test_trainer_resume.py."""
     args = ["data=folders", paths_override(two_folders), "data.per_dataset=24", "data.val_per_dataset=12",
             "transform=pixel_shuffle", "transform.mode=fixed", f"cache_dir={tmp_path / 'c'}", *TINY,
-            "recipe.epochs=3", "recipe.eval_every=1", f"recipe.precision={precision}"]
+            "recipe.epochs=3", "recipe.epochs_scale.pixel_shuffle=1", "recipe.eval_every=1",
+            f"recipe.precision={precision}"]
     run_cli("classify.py", *args, f"out={tmp_path / 'straight'}")
     killed = run_cli("tests/helpers/kill_after_epoch.py", *args, f"out={tmp_path / 'resumed'}",
                      env={"KILL_AFTER_EPOCH": "0"}, check=False)
