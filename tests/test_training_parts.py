@@ -363,3 +363,19 @@ def _cpu_recipe() -> dict:
     from tests.conftest import ROOT
 
     return OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/cpu.yaml").recipe)
+
+
+def test_the_run_hash_holds_the_epochs_a_transform_trains_not_the_scale_table():
+    """Adding `epochs_scale` for one transform leaves every other transform's run folder (and reuse) as it was;
+    the scaled transform's run is the same experiment as plain `recipe.epochs` set to the scaled count."""
+    from omegaconf import OmegaConf
+
+    from bias.experiment.run import config_hash
+
+    def cfg(name: str, epochs: int, scale: dict | None) -> OmegaConf:
+        recipe = {"epochs": epochs, "warmup_epochs": 1, **({"epochs_scale": scale} if scale is not None else {})}
+        return OmegaConf.create({"transform": {"name": name}, "recipe": recipe})
+
+    assert config_hash(cfg("canny", 10, {"pixel_shuffle": 2})) == config_hash(cfg("canny", 10, None))
+    assert config_hash(cfg("pixel_shuffle", 10, {"pixel_shuffle": 2})) == config_hash(cfg("pixel_shuffle", 20, None))
+    assert config_hash(cfg("pixel_shuffle", 10, {"pixel_shuffle": 2})) != config_hash(cfg("pixel_shuffle", 10, None))

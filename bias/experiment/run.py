@@ -67,6 +67,10 @@ def experiment_config(cfg: DictConfig) -> dict[str, Any]:
     plain.get("data", {}).pop("expected", None)
     if not (plain.get("data", {}).get("near_duplicates") or {}).get("enabled"):
         plain.get("data", {}).pop("near_duplicates", None)  # a disabled analysis does not change results
+    recipe, transform = plain.get("recipe") or {}, str((plain.get("transform") or {}).get("name"))
+    if "epochs_scale" in recipe:  # what this transform trains: the same run as plain `epochs` set to that
+        recipe["epochs"] = scaled_epochs(recipe, transform)
+        recipe.pop("epochs_scale")
     view = _transform_view(plain.get("transform"))
     if view != "scene":  # how the classifier frames the output changes results; "scene" keeps older hashes
         plain["transform_view"] = view
@@ -306,17 +310,24 @@ def _recipe(cfg: DictConfig) -> dict[str, Any]:
     return recipe_for_transform(recipe, str(cfg.transform.name))
 
 
-def recipe_for_transform(recipe: dict[str, Any], transform: str) -> dict[str, Any]:
-    """The recipe one transform trains with: `epochs_scale: {transform name: factor}` multiplies `epochs` for a
-    row that needs a longer schedule (rounded, at least `warmup_epochs`); a shorter `recipe.epochs` on the
-    command line shortens that row in proportion. Warmup and evaluation points stay as set."""
+def scaled_epochs(recipe: Mapping[str, Any], transform: str) -> int:
+    """The epochs `transform` trains under `recipe`: `epochs`, times `epochs_scale[transform]` where the recipe
+    sets one (rounded, at least `warmup_epochs` and 1)."""
     scale = (recipe.get("epochs_scale") or {}).get(transform)
     if scale is None:
+        return int(recipe["epochs"])
+    return max(int(round(int(recipe["epochs"]) * float(scale))), int(recipe.get("warmup_epochs") or 0), 1)
+
+
+def recipe_for_transform(recipe: dict[str, Any], transform: str) -> dict[str, Any]:
+    """The recipe one transform trains with: `epochs_scale: {transform name: factor}` multiplies `epochs` for a
+    row that needs a longer schedule; a shorter `recipe.epochs` on the command line shortens that row in
+    proportion. Warmup and evaluation points stay as set."""
+    epochs = scaled_epochs(recipe, transform)
+    if epochs == int(recipe["epochs"]):
         return recipe
-    epochs = max(int(round(int(recipe["epochs"]) * float(scale))), int(recipe.get("warmup_epochs") or 0), 1)
-    if epochs != int(recipe["epochs"]):
-        logger.info("recipe.epochs_scale: %s trains %d epochs (recipe.epochs %d x %g)", transform, epochs,
-                    int(recipe["epochs"]), float(scale))
+    logger.info("recipe.epochs_scale: %s trains %d epochs (recipe.epochs %d x %g)", transform, epochs,
+                int(recipe["epochs"]), float(recipe["epochs_scale"][transform]))
     return {**recipe, "epochs": epochs}
 
 
