@@ -71,9 +71,12 @@ def _table(what: str, cmd: list[str], log_path: Path) -> float:
 
 
 def row_spec(cell: dict) -> str:
-    """The table's row syntax for a cell: `name` or `name:key=value,...`."""
-    params = cell.get("params") or {}
-    return cell["transform"] + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    """The table's row syntax for a cell, from its label: `name`, or `name (k=v, k=v)` -> `name:k=v,k=v`.
+
+    The label holds the parameters the row was given (`table.row_label`); table.json's `params` may hold the
+    transform's resolved ones, lists included, which the row syntax cannot carry."""
+    name, sep, rest = cell["row"].partition(" (")
+    return name if not sep else name + ":" + rest.removesuffix(")").replace(", ", ",")
 
 
 def cells(table_dir: Path) -> list[dict]:

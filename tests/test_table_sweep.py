@@ -28,7 +28,8 @@ def _run(folder, accuracy, probe, n_val=600, chance=0.25, history_acc=None):
 
 def test_cells_judge_the_target_and_send_close_cells_to_more_seeds(sweep, tmp_path):
     rows = [
-        {"label": "canny", "transform": "canny", "params": {}, "run_dirs": [_run(tmp_path / "a", 0.80, 0.40)]},
+        {"label": "canny", "transform": "canny", "params": {"sigma": [1, 2]},  # resolved params: not the row's
+         "run_dirs": [_run(tmp_path / "a", 0.80, 0.40)]},
         {"label": "pixel_shuffle", "transform": "pixel_shuffle", "params": {},
          "run_dirs": [_run(tmp_path / "b", 0.566, 0.614)]},  # -4.8: misses, and within 3 points of the line
         {"label": "pixel_shuffle (mode=fixed)", "transform": "pixel_shuffle", "params": {"mode": "fixed"},
