@@ -535,10 +535,10 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
             warn(damaged)
         if result[0] is None:
             group, size = transform.augment_group, int(recipe["image_size"])
-            view = eval_augment(recipe, group, transform.view)
-            probe_train = ImageDataset(train_read, split.train_labels, view, transform, seed, SEED_SALT_VAL, size,
+            probe_view = eval_augment(recipe, group, transform.view)
+            probe_train = ImageDataset(train_read, split.train_labels, probe_view, transform, seed, SEED_SALT_VAL, size,
                                        resize, report_paths=split.train_paths, decode_cache=decoded)
-            probe_val = ImageDataset(val_read, split.val_labels, view, transform, seed, SEED_SALT_VAL, size, resize,
+            probe_val = ImageDataset(val_read, split.val_labels, probe_view, transform, seed, SEED_SALT_VAL, size, resize,
                                      report_paths=split.val_paths, decode_cache=decoded)
             result[0] = run_baselines(probe_train, probe_val, split.num_classes, transform.output == "vector", opts,
                                       seed, int(recipe["num_workers"]))
