@@ -163,6 +163,16 @@ def whole_view(size: int) -> Callable[[Image.Image], torch.Tensor]:
     return T.Compose([resize, to_unit_tensor])
 
 
+def transform_view(recipe: Mapping[str, Any], name: str, declared: str) -> str:
+    """How the network frames transform `name`'s output under `recipe`: the transform's declared view, unless the
+    recipe's `view_overrides: {transform name: view}` departs from it for that transform (as `normalize_overrides`
+    does for normalisation). `recipe=cpu` shows the random pixel shuffle whole: its output is a bag of pixels, and
+    a random crop only subsamples and resamples the bag."""
+    view = (recipe.get("view_overrides") or {}).get(name, declared)
+    _check_view(view)
+    return view
+
+
 def _check_view(view: str) -> None:
     if view not in VIEWS:
         raise ValueError(f"a transform's view must be one of {VIEWS}, not {view!r}")

@@ -1,6 +1,7 @@
 """The trainer's pieces: weight-decay groups, schedule, accumulation, mixup, per-item seeding."""
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -379,3 +380,60 @@ def test_the_run_hash_holds_the_epochs_a_transform_trains_not_the_scale_table():
     assert config_hash(cfg("canny", 10, {"pixel_shuffle": 2})) == config_hash(cfg("canny", 10, None))
     assert config_hash(cfg("pixel_shuffle", 10, {"pixel_shuffle": 2})) == config_hash(cfg("pixel_shuffle", 20, None))
     assert config_hash(cfg("pixel_shuffle", 10, {"pixel_shuffle": 2})) != config_hash(cfg("pixel_shuffle", 10, None))
+
+
+def test_view_overrides_show_the_random_pixel_shuffle_whole_under_the_cpu_recipe_only():
+    """A bag of pixels loses nothing to a whole view and gains a fixed share of each colour: a random crop of it
+    is a resampled subsample whose ink share depends on where the crop fell. recipe=paper keeps its crop."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from bias.core.errors import ConfigError
+    from bias.experiment.config import RecipeConfig
+    from classifiers.augment import train_augment, transform_view
+    from tests.conftest import ROOT
+    from transforms.classical.shuffle import PixelShuffle
+
+    cpu = _cpu_recipe()
+    paper = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/recipe/paper.yaml").recipe)
+    assert transform_view(cpu, "pixel_shuffle", PixelShuffle.view) == "whole"
+    assert transform_view(paper, "pixel_shuffle", PixelShuffle.view) == "scene"
+    assert transform_view(cpu, "patch_shuffle", "scene") == "scene"
+    assert transform_view({"view_overrides": {"color_hist": "scene"}}, "color_hist", "whole") == "scene"
+    with pytest.raises(ValueError, match="view must be one of"):
+        transform_view({"view_overrides": {"x": "zoom"}}, "x", "scene")
+    with pytest.raises((ConfigError, ValueError)):
+        RecipeConfig.model_validate({**cpu, "view_overrides": {"pixel_shuffle": "zoom"}})
+
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image[24:40, 16:48] = 0  # a glyph in the middle: 12.5% ink
+    image = Image.fromarray(image)
+
+    def ink_shares(view: str) -> list[float]:
+        shares = []
+        for seed in range(12):
+            random.seed(seed)
+            x = train_augment(cpu, "a", view)(image)
+            shares.append((x.mean(0) < 0.5).float().mean().item())
+        return shares
+
+    whole, cropped = ink_shares("whole"), ink_shares("scene")
+    assert max(whole) - min(whole) < 1e-6 and abs(whole[0] - 0.125) < 0.01  # the glyph's share, every epoch
+    assert max(cropped) - min(cropped) > 0.05  # the crop's share wanders with the crop
+
+
+def test_the_run_hash_names_an_overridden_view_and_leaves_other_rows_alone():
+    from omegaconf import OmegaConf
+
+    from bias.experiment.run import config_hash, experiment_config
+
+    def cfg(name: str, overrides: dict | None) -> OmegaConf:
+        recipe = {"epochs": 10, **({"view_overrides": overrides} if overrides is not None else {})}
+        return OmegaConf.create({"transform": {"name": name}, "recipe": recipe})
+
+    whole = {"pixel_shuffle": "whole"}
+    assert experiment_config(cfg("pixel_shuffle", whole))["transform_view"] == "whole"
+    assert "view_overrides" not in experiment_config(cfg("pixel_shuffle", whole))["recipe"]
+    assert config_hash(cfg("canny", whole)) == config_hash(cfg("canny", None))  # every other row is reused
+    assert config_hash(cfg("pixel_shuffle", whole)) != config_hash(cfg("pixel_shuffle", None))
+    assert config_hash(cfg("color_hist", {"color_hist": "scene"})) != config_hash(cfg("color_hist", None))

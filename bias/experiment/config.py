@@ -127,6 +127,7 @@ class RecipeConfig(Section):
     decode_cache_mb: NonNegativeFloat = 0  # decoded images kept in RAM per process (0: decode every epoch)
     normalize_overrides: dict[str, bool] | None = None  # transform name -> normalise or not
     epochs_scale: dict[str, PositiveFloat] | None = None  # transform name -> x epochs (a row that needs a longer run)
+    view_overrides: dict[str, Literal["scene", "whole"]] | None = None  # transform name -> how the network frames it
     # text classifiers (recipe=sentence_t5): choose lr x epochs on a held-out share of train, then train on all
     grid: GridConfig | None = None
     grid_holdout: OpenFraction = 0.1

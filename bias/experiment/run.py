@@ -43,7 +43,7 @@ from bias.experiment.config import validate_classify_config
 from bias.experiment.results import aggregate_seeds, format_accuracy, plot_confusion, plot_history, summarize
 from bias.experiment.verdict import VerdictOptions, learnability_verdict, train_chance
 from bias.inference.runner import RunReport, run_batched
-from classifiers.augment import eval_augment, normalizer, train_augment
+from classifiers.augment import eval_augment, normalizer, train_augment, transform_view
 from classifiers.data import SEED_SALT_TRAIN, SEED_SALT_VAL, DecodeCache, ImageDataset, decode_cache_from_recipe
 from classifiers.models import TEXT_MODELS, check_classifier, check_model_name, create_classifier
 from classifiers.trainer import EpochCallback, train_classifier
@@ -71,7 +71,7 @@ def experiment_config(cfg: DictConfig) -> dict[str, Any]:
     if "epochs_scale" in recipe:  # what this transform trains: the same run as plain `epochs` set to that
         recipe["epochs"] = scaled_epochs(recipe, transform)
         recipe.pop("epochs_scale")
-    view = _transform_view(plain.get("transform"))
+    view = (recipe.pop("view_overrides", None) or {}).get(transform) or _transform_view(plain.get("transform"))
     if view != "scene":  # how the classifier frames the output changes results; "scene" keeps older hashes
         plain["transform_view"] = view
     return plain
@@ -486,7 +486,7 @@ def _train(cfg: DictConfig, recipe: dict[str, Any], model_cfg: dict[str, Any], s
         outcome, baselines, text_info = classify_texts(cfg, recipe, split, store, seed, run_dir, accelerator,
                                                        callbacks)
     else:
-        group, view = transform.augment_group, transform.view
+        group, view = transform.augment_group, transform_view(recipe, transform.name, transform.view)
         size = int(recipe["image_size"])
         norm = normalizer(recipe, group, transform.name)
         decoded = decode_cache_from_recipe(recipe)  # shared: the probes' pass decodes, training epochs reuse
@@ -535,7 +535,7 @@ def _baselines(cfg: DictConfig, recipe: dict[str, Any], split: Split, transform:
             warn(damaged)
         if result[0] is None:
             group, size = transform.augment_group, int(recipe["image_size"])
-            probe_view = eval_augment(recipe, group, transform.view)
+            probe_view = eval_augment(recipe, group, transform_view(recipe, transform.name, transform.view))
             probe_train = ImageDataset(train_read, split.train_labels, probe_view, transform, seed, SEED_SALT_VAL, size,
                                        resize, report_paths=split.train_paths, decode_cache=decoded)
             probe_val = ImageDataset(val_read, split.val_labels, probe_view, transform, seed, SEED_SALT_VAL, size, resize,
