@@ -211,7 +211,6 @@ def test_string_column_packs_strings_without_python_objects_and_gives_them_back(
 
 def test_paper_randaugment_survives_posterize_to_zero_bits():
     """m9 mstd0.5 inc1 reaches magnitude 10, i.e. posterize to 0 bits, which Pillow 13 rejects."""
-    import random
 
     from omegaconf import OmegaConf
     from PIL import Image
@@ -256,7 +255,6 @@ def test_the_shift_crop_keeps_the_eval_scale_so_one_pixel_lines_survive_exactly(
     """`crop: shift` (recipe.groups.X.crop) takes the training view at the evaluation's scale: for a 64-px image
     with eval_resize 64 every training view is an exact 56 x 56 window of the pixels, one-pixel lines included;
     the random-resized crop resamples them into grey smears. The window moves with the per-sample seed."""
-    import random
 
     import numpy as np
     from PIL import Image
@@ -294,7 +292,6 @@ def test_a_chart_transform_is_seen_whole_so_the_tails_of_the_sorted_colours_surv
     """`color_hist` declares `view = "whole"`: its sorted-colour chart reaches the classifier whole (resized to
     image_size), in training and evaluation alike, whatever the group's crop. Known answer: a white image with
     2% black ink; the chart's first rows hold the ink, and the group's centre crop (64 -> 56) cut all of it."""
-    import random
 
     from omegaconf import OmegaConf
     from PIL import Image

@@ -71,7 +71,8 @@ def experiment_config(cfg: DictConfig) -> dict[str, Any]:
     if "epochs_scale" in recipe:  # what this transform trains: the same run as plain `epochs` set to that
         recipe["epochs"] = scaled_epochs(recipe, transform)
         recipe.pop("epochs_scale")
-    view = (recipe.pop("view_overrides", None) or {}).get(transform) or _transform_view(plain.get("transform"))
+    view = transform_view(recipe, transform, _transform_view(plain.get("transform")))  # the view the run trains on
+    recipe.pop("view_overrides", None)  # the table itself is not the experiment: other rows keep their hash
     if view != "scene":  # how the classifier frames the output changes results; "scene" keeps older hashes
         plain["transform_view"] = view
     return plain
