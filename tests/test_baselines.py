@@ -209,3 +209,21 @@ def test_the_verdict_lets_no_noise_decide_on_a_small_val_set():
     assert learnability_verdict(_history(0.71), 0.5, 0.709, probe, n_val=320)["verdict"] == LEARNED
     assert above_chance(0.60, 320, 0.5) and not above_chance(0.53, 320, 0.5) and above_chance(0.53, 5000, 0.5)
     assert significantly_better(0.73, 0.656, 2400) and not significantly_better(0.509, 0.456, 320)
+
+
+def test_a_weak_signal_that_generalises_is_not_called_under_fit():
+    """Issue 21: lpf on photo_colour, a two-way task whose best probe reaches 53.8% on 1,200 val images. No honest
+    classifier fits such a signal far above chance, so a train accuracy within 5 points of chance is not a failure
+    to fit when the val accuracy is significantly above chance; it is still under-fit when the val accuracy is
+    not, or when the number of val images is unknown, and a strong probe still beats such a network."""
+    weak_probe = [{"name": "pixels", "accuracy": 0.538}]
+    v = learnability_verdict(_history(0.51, 0.524), 0.5, 0.53, weak_probe, n_val=1200)   # 636 of 1200: p = 0.02
+    assert v["verdict"] == LEARNED and v["weak_signal"] is True and "weak signal" in v["reason"]
+    not_significant = learnability_verdict(_history(0.524), 0.5, 0.52, weak_probe, n_val=1200)  # p = 0.09
+    assert not_significant["verdict"] == UNDER_FIT and not_significant["weak_signal"] is False
+    assert "did not fit" in not_significant["reason"]
+    assert learnability_verdict(_history(0.524), 0.5, 0.53, weak_probe)["verdict"] == UNDER_FIT  # no n_val: margins
+    strong_probe = [{"name": "pixels", "accuracy": 0.70}]
+    assert learnability_verdict(_history(0.524), 0.5, 0.53, strong_probe, n_val=1200)["verdict"] == BEATEN
+    far = learnability_verdict(_history(0.9), 0.5, 0.85, weak_probe, n_val=1200)
+    assert far["verdict"] == LEARNED and far["weak_signal"] is False and "weak signal" not in far["reason"]

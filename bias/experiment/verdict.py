@@ -5,7 +5,10 @@ could have fitted that information. Three verdicts:
 
 * ``under-fit``: the final training accuracy is within ``underfit_margin`` (5 points) of chance:
   the network did not fit even its training data, so its val accuracy says nothing about the
-  transform (the signal may be there, or not).
+  transform (the signal may be there, or not). Not when, given the number of val images, the val
+  accuracy is significantly above chance: then the network fitted a weak signal that generalises
+  (a two-way task whose best linear probe is 3 points above chance leaves little more to fit than
+  the network did), and the number is a measurement. The verdict records ``weak_signal: true``.
 * ``beaten by baseline``: a linear probe on the same inputs (`bias.experiment.baselines`) beats the network's
   val accuracy by more than ``baseline_margin`` (5 points): the recipe is too weak for these data,
   and the probe's number is the better lower bound on what the transform keeps.
@@ -59,7 +62,7 @@ def above_chance(accuracy: float, n: int, chance: float, alpha: float = ALPHA) -
     """Is `accuracy` on `n` images significantly above `chance` (one-sided exact binomial test)?"""
     from scipy.stats import binomtest
 
-    return binomtest(round(accuracy * n), n, min(max(chance, 1e-12), 1 - 1e-12), alternative="greater").pvalue < alpha
+    return bool(binomtest(round(accuracy * n), n, min(max(chance, 1e-12), 1 - 1e-12), alternative="greater").pvalue < alpha)
 
 
 def significantly_better(a: float, b: float, n: int, alpha: float = ALPHA) -> bool:
@@ -91,7 +94,12 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
                            "baseline_margin": options.baseline_margin,
                            "best_baseline": None if best is None else {"name": best["name"],
                                                                        "accuracy": best["accuracy"]}}
-    if not final_train == final_train or final_train < chance + options.underfit_margin:
+    near_chance = not final_train == final_train or final_train < chance + options.underfit_margin
+    # a train accuracy near chance with a val accuracy significantly above it: a weak signal, fitted and generalised
+    weak_signal = near_chance and final_train == final_train and bool(n_val) and bool(above_chance(
+        val_accuracy, n_val, chance))
+    out["weak_signal"] = weak_signal
+    if near_chance and not weak_signal:
         out.update(verdict=UNDER_FIT, reason=(
             f"final train accuracy {100 * final_train:.1f}% is within {100 * options.underfit_margin:.0f} points "
             f"of chance ({100 * chance:.1f}%): the network did not fit, the number says nothing about the transform"))
@@ -110,6 +118,8 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
     else:
         out.update(verdict=LEARNED, reason=(
             f"train accuracy {100 * final_train:.1f}% vs chance {100 * chance:.1f}%"
+            + (f" (a weak signal: within {100 * options.underfit_margin:.0f} points of chance, but val "
+               f"{100 * val_accuracy:.1f}% is significantly above it on {n_val} val images)" if weak_signal else "")
             + (f"; best probe {best['name']} {100 * best['accuracy']:.1f}%" if best else "")))
     return out
 
