@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bias.experiment.verdict import above_chance, learnability_verdict  # noqa: E402
+from bias.experiment.verdict import above_chance, current_verdict  # noqa: E402
 
 TARGET = 0.02   # accuracy >= best probe - 2 points
 SEEDS_ZONE = 0.03  # within 3 points of the probe or of that line, a single seed does not decide: use 3 seeds
@@ -83,9 +83,6 @@ def cells(table_dir: Path) -> list[dict]:
     out = []
     for row in json.loads((table_dir / "table.json").read_text()):
         runs = [json.loads((ROOT / d / "results.json").read_text()) for d in row["run_dirs"]]  # relative: to ROOT
-        for r in runs:  # the verdict as this code decides it from the run's stored numbers (history, probes, n_val)
-            r["verdict"] = learnability_verdict(r["history"], r["verdict"]["train_chance"], r["accuracy"],
-                                                r.get("baselines") or [], n_val=int(r["n_val"]))
         acc = [r["accuracy"] for r in runs]
         train = [r["verdict"]["final_train_accuracy"] for r in runs]
         probes: dict[str, list[float]] = {}
@@ -95,7 +92,7 @@ def cells(table_dir: Path) -> list[dict]:
         best = max(probes, key=lambda k: sum(probes[k]) / len(probes[k])) if probes else None
         best_acc = sum(probes[best]) / len(probes[best]) if best else float("nan")
         mean = sum(acc) / len(acc)
-        verdicts = [r["verdict"]["verdict"] for r in runs]
+        verdicts = [current_verdict(r) for r in runs]  # as this code decides it from the run's stored numbers
         learned = all(v == "learned" for v in verdicts)
         gap = mean - best_acc
         n_val = int(runs[0]["n_val"])

@@ -227,3 +227,26 @@ def test_a_weak_signal_that_generalises_is_not_called_under_fit():
     assert learnability_verdict(_history(0.524), 0.5, 0.53, strong_probe, n_val=1200)["verdict"] == BEATEN
     far = learnability_verdict(_history(0.9), 0.5, 0.85, weak_probe, n_val=1200)
     assert far["verdict"] == LEARNED and far["weak_signal"] is False and "weak signal" not in far["reason"]
+
+
+def test_a_reused_run_is_judged_by_the_current_rule_with_its_own_margins(tmp_path):
+    """A results.json written before the weak-signal rule (stored verdict under-fit) reads as learned in a table
+    that reuses it; its own stored margins decide, and a result without the numbers keeps its stored verdict."""
+    from bias.experiment.results import aggregate_seeds
+    from bias.experiment.table import make_row
+    from bias.experiment.verdict import current_verdict
+
+    stored = {"verdict": UNDER_FIT, "train_chance": 0.5, "n_val": 1200, "underfit_margin": 0.05,
+              "baseline_margin": 0.05, "final_train_accuracy": 0.524}
+    run = {"seed": 0, "accuracy": 0.53, "chance": 0.5, "history": _history(0.524), "verdict": stored,
+           "baselines": [{"name": "pixels", "accuracy": 0.538}], "datasets": ["a", "b"],
+           "per_dataset": {"a": 0.5, "b": 0.56}, "transform": "lpf", "family": "frequency"}
+    assert current_verdict(run) == LEARNED
+    assert current_verdict({**run, "verdict": {**stored, "underfit_margin": 0.02}}) == LEARNED   # 52.4 > 52
+    assert current_verdict({**run, "accuracy": 0.52}) == UNDER_FIT
+    assert current_verdict({k: v for k, v in run.items() if k != "history"}) == UNDER_FIT  # no numbers: as stored
+    assert current_verdict({"accuracy": 0.9}) == LEARNED  # before verdicts existed
+    assert aggregate_seeds([run])["verdicts"] == [LEARNED]
+    (tmp_path / "predictions.csv").write_text("path,dataset,predicted\nx.png,a,a\ny.png,b,a\n")
+    row = make_row("lpf", [run], [tmp_path])
+    assert row.verdicts == [LEARNED] and row.marker == ""

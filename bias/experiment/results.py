@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from bias.experiment.verdict import current_verdict
+
 
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of a 0/1 vector (resampling val images).
@@ -74,7 +76,7 @@ def aggregate_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             baselines.setdefault(b["name"], []).append(float(b["accuracy"]))
     return {
         "seeds": [r["seed"] for r in runs],
-        "verdicts": [(r.get("verdict") or {}).get("verdict") for r in runs],
+        "verdicts": [current_verdict(r) for r in runs],
         "baselines_mean": {k: float(np.mean(v)) for k, v in baselines.items()},
         "accuracy_mean": float(acc.mean()),
         "accuracy_std": std,

@@ -27,7 +27,7 @@ from bias.core.io import write_json
 from bias.data.sources import resolve_sources
 from bias.experiment.published import YCD_CHANCE, published_accuracy
 from bias.experiment.results import bootstrap_ci
-from bias.experiment.verdict import LEARNED, verdict_marker
+from bias.experiment.verdict import LEARNED, current_verdict, verdict_marker
 
 logger = logging.getLogger(__name__)
 FAMILY_ORDER = ("reference", "semantic", "structural", "spatial", "colour", "frequency")
@@ -173,7 +173,7 @@ def make_row(label: str, runs: Sequence[Mapping[str, Any]], run_dirs: Sequence[P
     for r in runs:
         for b in r.get("baselines") or []:
             baselines.setdefault(b["name"], []).append(float(b["accuracy"]))
-    verdicts = [(r.get("verdict") or {}).get("verdict", LEARNED) for r in runs]
+    verdicts = [current_verdict(r) for r in runs]  # reused runs are judged by the current rule
     return Row(label, first["transform"], first.get("family", ""), params, [r["accuracy"] for r in runs],
                first["chance"], bootstrap_ci(correct), published_accuracy(first["transform"], params),
                [str(d) for d in run_dirs], baselines, verdicts)

@@ -124,6 +124,22 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
     return out
 
 
+def current_verdict(results: Mapping[str, Any]) -> str:
+    """The verdict of a finished run's `results.json` as this code decides it, from the numbers the run stored
+    (train history, train-set chance, val accuracy and size, probes) and the margins it ran with: a table that
+    reuses runs made before a change of the rule reports them as it reports new ones. A result without those
+    numbers keeps the verdict it stored (or `learned`, as before verdicts existed)."""
+    stored = results.get("verdict") or {}
+    if not stored or "history" not in results or "train_chance" not in stored or "accuracy" not in results:
+        return str(stored.get("verdict", LEARNED))
+    options = VerdictOptions(float(stored.get("underfit_margin", VerdictOptions.underfit_margin)),
+                             float(stored.get("baseline_margin", VerdictOptions.baseline_margin)))
+    n_val = stored.get("n_val", results.get("n_val"))
+    return learnability_verdict(results["history"], float(stored["train_chance"]), float(results["accuracy"]),
+                                results.get("baselines") or [], options,
+                                n_val=int(n_val) if n_val else None)["verdict"]
+
+
 def verdict_marker(verdicts: Sequence[str]) -> str:
     """A short marker for a table cell over seeds: '' if every seed learned."""
     bad = [v for v in verdicts if v != LEARNED]
