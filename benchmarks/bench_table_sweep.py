@@ -10,7 +10,7 @@ For each set this runs the documented table command (`scripts/table.py data=fold
 accuracy, the best probe (name and accuracy), the verdict, and whether the cell meets the issue's target
 (verdict learned and accuracy >= best probe - 2 points). A cell within 3 points of its probe or of that line
 is rerun with `--zone-seeds` seeds (default 3, through the same table command with `rows=[...]`), and their
-mean decides. Finished runs are reused, so an interrupted sweep resumes.
+mean decides: the accuracy, and the verdict of the mean run (mean train and val accuracy, mean probes). Finished runs are reused, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bias.experiment.verdict import above_chance, current_verdict  # noqa: E402
+from bias.experiment.verdict import VerdictOptions, above_chance, current_verdict, learnability_verdict  # noqa: E402
 
 TARGET = 0.02   # accuracy >= best probe - 2 points
 SEEDS_ZONE = 0.03  # within 3 points of the probe or of that line, a single seed does not decide: use 3 seeds
@@ -93,20 +93,35 @@ def cells(table_dir: Path) -> list[dict]:
         best_acc = sum(probes[best]) / len(probes[best]) if best else float("nan")
         mean = sum(acc) / len(acc)
         verdicts = [current_verdict(r) for r in runs]  # as this code decides it from the run's stored numbers
-        learned = all(v == "learned" for v in verdicts)
         gap = mean - best_acc
         n_val = int(runs[0]["n_val"])
+        # The cell is judged on the mean over its seeds, as the issue asks: the verdict of the mean run (mean train
+        # and val accuracy, mean probes, the runs' margins). Near the significance line single seeds split
+        # (52.0% and 52.4% on 1,200 images fall on either side of it); the mean does not depend on which did.
+        stored = runs[0]["verdict"]
+        cell_verdict = learnability_verdict(
+            [{"train_acc": sum(train) / len(train)}], stored["train_chance"], mean,
+            [{"name": k, "accuracy": sum(v) / len(v)} for k, v in probes.items()],
+            VerdictOptions(float(stored.get("underfit_margin", 0.05)), float(stored.get("baseline_margin", 0.05))),
+            n_val=n_val)["verdict"]
+        learned = cell_verdict == "learned"
         # the issue's other acceptable outcome: the information is absent, the row under-fit with all probes at chance
-        absent = all(v == "under-fit" for v in verdicts) and not any(
+        absent = cell_verdict == "under-fit" and not any(
             above_chance(sum(a) / len(a), n_val, runs[0]["chance"]) for a in probes.values())
         out.append({"row": row["label"], "transform": row["transform"], "params": row.get("params") or {},
                     "family": runs[0].get("family"), "accuracy": mean, "seeds": len(acc),
                     "train_accuracy": sum(train) / len(train), "best_probe": best, "probe_accuracy": best_acc,
-                    "chance": runs[0]["chance"], "verdicts": verdicts, "gap": gap,
+                    "chance": runs[0]["chance"], "verdict": cell_verdict, "verdicts": verdicts, "gap": gap,
                     "absent": absent, "meets": (learned and gap >= -TARGET) or absent,
                     "decided": len(acc) >= 3 or absent or not in_seed_zone(gap),
                     "train_time_s": sum(r.get("train_time_s", 0) for r in runs)})
     return out
+
+
+def verdict_text(cell: dict) -> str:
+    """The cell's verdict (of the mean over seeds), with the seeds' own where they differ from it."""
+    seeds = sorted(set(cell["verdicts"]))
+    return cell["verdict"] + ("" if seeds == [cell["verdict"]] else f" (seeds: {', '.join(cell['verdicts'])})")
 
 
 def in_seed_zone(gap: float) -> bool:
@@ -133,7 +148,7 @@ def write_markdown(results: list[dict], path: Path, args: argparse.Namespace) ->
             elif not c["decided"]:
                 met += " (within 3 points: needs 3 seeds)"
             lines.append(f"| {c['row']} | {pct(c['accuracy'])} (n={c['seeds']}) | {pct(c['train_accuracy'])} | "
-                         f"{c['best_probe']} {pct(c['probe_accuracy'])} | {'/'.join(sorted(set(c['verdicts'])))} | "
+                         f"{c['best_probe']} {pct(c['probe_accuracy'])} | {verdict_text(c)} | "
                          f"{100 * c['gap']:+.1f} | {met} |")
         lines.append("")
     path.write_text("\n".join(lines))

@@ -38,6 +38,9 @@ def test_cells_judge_the_target_and_send_close_cells_to_more_seeds(sweep, tmp_pa
          "run_dirs": [_run(tmp_path / f"d{s}", acc, 0.33) for s, acc in enumerate((0.31, 0.33, 0.32))]},
         {"label": "lpf", "transform": "lpf", "params": {},
          "run_dirs": [_run(tmp_path / "e", 0.50, 0.51, n_val=200, chance=0.5)]},  # all at chance: absent
+        {"label": "hpf", "transform": "hpf", "params": {},  # photo_jpeg canny's numbers: train near chance
+         "run_dirs": [_run(tmp_path / f"f{s}", acc, 0.518, n_val=1200, chance=0.5, history_acc=0.527)
+                      for s, acc in enumerate((0.527, 0.52, 0.527))]},
     ]
     (tmp_path / "table.json").write_text(json.dumps(rows))
     cells = {c["row"]: c for c in sweep.cells(tmp_path)}
@@ -47,6 +50,12 @@ def test_cells_judge_the_target_and_send_close_cells_to_more_seeds(sweep, tmp_pa
     assert cells["mean_rgb"]["seeds"] == 3 and cells["mean_rgb"]["decided"]  # -1.0 over 3 seeds: decided, met
     assert cells["mean_rgb"]["meets"] and abs(cells["mean_rgb"]["accuracy"] - 0.32) < 1e-9
     assert cells["lpf"]["absent"] and cells["lpf"]["meets"] and cells["lpf"]["decided"]
+    # near the significance line the seeds split (52.0% on 1,200 val images is at chance, 52.7% is not): the mean
+    # run decides, here learned and at least the probe, so the cell meets the target; the seeds are listed
+    assert cells["hpf"]["verdicts"] == ["learned", "under-fit", "learned"] and cells["hpf"]["verdict"] == "learned"
+    assert cells["hpf"]["meets"] and not cells["hpf"]["absent"]
+    assert sweep.verdict_text(cells["hpf"]) == "learned (seeds: learned, under-fit, learned)"
+    assert cells["lpf"]["verdict"] == "under-fit" and sweep.verdict_text(cells["lpf"]) == "under-fit"
     assert [sweep.row_spec(cells[k]) for k in ("canny", "pixel_shuffle (mode=fixed)")] == [
         "canny", "pixel_shuffle:mode=fixed"]
 
