@@ -62,7 +62,8 @@ def above_chance(accuracy: float, n: int, chance: float, alpha: float = ALPHA) -
     """Is `accuracy` on `n` images significantly above `chance` (one-sided exact binomial test)?"""
     from scipy.stats import binomtest
 
-    return bool(binomtest(round(accuracy * n), n, min(max(chance, 1e-12), 1 - 1e-12), alternative="greater").pvalue < alpha)
+    p = binomtest(round(accuracy * n), n, min(max(chance, 1e-12), 1 - 1e-12), alternative="greater").pvalue
+    return bool(p < alpha)
 
 
 def significantly_better(a: float, b: float, n: int, alpha: float = ALPHA) -> bool:
@@ -96,8 +97,8 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
                                                                        "accuracy": best["accuracy"]}}
     near_chance = not final_train == final_train or final_train < chance + options.underfit_margin
     # a train accuracy near chance with a val accuracy significantly above it: a weak signal, fitted and generalised
-    weak_signal = near_chance and final_train == final_train and bool(n_val) and bool(above_chance(
-        val_accuracy, n_val, chance))
+    weak_signal = near_chance and final_train == final_train and bool(n_val) and above_chance(
+        val_accuracy, n_val, chance)
     out["weak_signal"] = weak_signal
     if near_chance and not weak_signal:
         out.update(verdict=UNDER_FIT, reason=(
