@@ -10,7 +10,8 @@ For each set this runs the documented table command (`scripts/table.py data=fold
 accuracy, the best probe (name and accuracy), the verdict, and whether the cell meets the issue's target
 (verdict learned and accuracy >= best probe - 2 points). A cell within 3 points of its probe or of that line
 is rerun with `--zone-seeds` seeds (default 3, through the same table command with `rows=[...]`), and their
-mean decides: the accuracy, and the verdict of the mean run (mean train and val accuracy, mean probes). Finished runs are reused, so an interrupted sweep resumes.
+mean decides: the accuracy, and the verdict of the mean run (mean train and val accuracy, mean probes).
+Finished runs are reused, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bias.experiment.verdict import VerdictOptions, above_chance, current_verdict, learnability_verdict  # noqa: E402
+from bias.experiment.verdict import above_chance, current_verdict, learnability_verdict, stored_options  # noqa: E402
 
 TARGET = 0.02   # accuracy >= best probe - 2 points
 SEEDS_ZONE = 0.03  # within 3 points of the probe or of that line, a single seed does not decide: use 3 seeds
@@ -102,8 +103,7 @@ def cells(table_dir: Path) -> list[dict]:
         cell_verdict = learnability_verdict(
             [{"train_acc": sum(train) / len(train)}], stored["train_chance"], mean,
             [{"name": k, "accuracy": sum(v) / len(v)} for k, v in probes.items()],
-            VerdictOptions(float(stored.get("underfit_margin", 0.05)), float(stored.get("baseline_margin", 0.05))),
-            n_val=n_val)["verdict"]
+            stored_options(stored), n_val=n_val)["verdict"]
         learned = cell_verdict == "learned"
         # the issue's other acceptable outcome: the information is absent, the row under-fit with all probes at chance
         absent = cell_verdict == "under-fit" and not any(

@@ -125,6 +125,12 @@ def learnability_verdict(history: Sequence[Mapping[str, float]], chance: float, 
     return out
 
 
+def stored_options(stored: Mapping[str, Any]) -> VerdictOptions:
+    """The margins a stored verdict (`results.json`'s `verdict`) was decided with; the defaults where it has none."""
+    return VerdictOptions(float(stored.get("underfit_margin", VerdictOptions.underfit_margin)),
+                          float(stored.get("baseline_margin", VerdictOptions.baseline_margin)))
+
+
 def current_verdict(results: Mapping[str, Any]) -> str:
     """The verdict of a finished run's `results.json` as this code decides it, from the numbers the run stored
     (train history, train-set chance, val accuracy and size, probes) and the margins it ran with: a table that
@@ -133,8 +139,7 @@ def current_verdict(results: Mapping[str, Any]) -> str:
     stored = results.get("verdict") or {}
     if not stored or "history" not in results or "train_chance" not in stored or "accuracy" not in results:
         return str(stored.get("verdict", LEARNED))
-    options = VerdictOptions(float(stored.get("underfit_margin", VerdictOptions.underfit_margin)),
-                             float(stored.get("baseline_margin", VerdictOptions.baseline_margin)))
+    options = stored_options(stored)
     n_val = stored.get("n_val", results.get("n_val"))
     return learnability_verdict(results["history"], float(stored["train_chance"]), float(results["accuracy"]),
                                 results.get("baselines") or [], options,
