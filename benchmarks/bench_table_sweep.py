@@ -120,8 +120,8 @@ def cells(table_dir: Path) -> list[dict]:
 
 def verdict_text(cell: dict) -> str:
     """The cell's verdict (of the mean over seeds), with the seeds' own where they differ from it."""
-    seeds = sorted(set(cell["verdicts"]))
-    return cell["verdict"] + ("" if seeds == [cell["verdict"]] else f" (seeds: {', '.join(cell['verdicts'])})")
+    same = set(cell["verdicts"]) == {cell["verdict"]}
+    return cell["verdict"] + ("" if same else f" (seeds: {', '.join(cell['verdicts'])})")
 
 
 def in_seed_zone(gap: float) -> bool:

@@ -140,7 +140,7 @@ def current_verdict(results: Mapping[str, Any]) -> str:
     if not stored or "history" not in results or "train_chance" not in stored or "accuracy" not in results:
         return str(stored.get("verdict", LEARNED))
     options = stored_options(stored)
-    n_val = stored.get("n_val", results.get("n_val"))
+    n_val = stored.get("n_val") or results.get("n_val")  # a verdict decided without it stores None
     return learnability_verdict(results["history"], float(stored["train_chance"]), float(results["accuracy"]),
                                 results.get("baselines") or [], options,
                                 n_val=int(n_val) if n_val else None)["verdict"]
